@@ -1,0 +1,39 @@
+"""Pensieve: a local LLM server speaking the Anthropic Messages API."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, g
+
+from . import api, auth, errors
+from .config import load_settings
+from .engine import Engine
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. Creates the engine but loads nothing: see gunicorn.conf.py."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(load_settings(test_config))
+    app.json.sort_keys = False  # keep API objects in their documented order
+    app.extensions["pensieve"] = Engine(app.config)
+
+    errors.init_app(app)
+    auth.init_app(app)
+    api.init_app(app)
+    app.before_request(assign_request_id)
+    app.after_request(send_request_id)
+    return app
+
+
+def assign_request_id() -> None:
+    g.request_id = f"req_{uuid.uuid4().hex[:24]}"
+
+
+def send_request_id(response: Response) -> Response:
+    response.headers["request-id"] = (
+        g.get("request_id") or f"req_{uuid.uuid4().hex[:24]}"
+    )
+    return response

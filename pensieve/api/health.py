@@ -1,0 +1,52 @@
+"""`GET /health` and `/`: what is loaded and whether it can serve. No key needed."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from . import get_engine
+
+bp = Blueprint("health", __name__)
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (peak where the current value is unknown)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+@bp.get("/health")
+def health() -> tuple[Response, int]:
+    engine = get_engine()
+    loaded = engine.loaded_now()
+    resolved = engine.resolved
+    body: dict[str, Any] = {
+        "status": engine.status,
+        "model": resolved.model_id if resolved else None,
+        "model_path": str(resolved.path) if resolved else None,
+        "model_source": resolved.source if resolved else None,
+        "fallback": resolved.fallback_reason if resolved else None,
+        "backend": loaded.backend if loaded else None,
+        "context_length": loaded.context_length if loaded else None,
+        "load_seconds": round(loaded.load_seconds, 3) if loaded else None,
+        "memory": {"rss_bytes": rss_bytes()},
+        "uptime_seconds": round(time.time() - engine.started_at, 1),
+        "requests_waiting": engine.waiting,
+        "error": engine.error,
+    }
+    return jsonify(body), 200 if engine.status == "ready" else 503
+
+
+@bp.route("/", methods=["GET", "HEAD"])
+def index() -> Response:
+    return jsonify({"name": "pensieve", "status": get_engine().status})

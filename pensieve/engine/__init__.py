@@ -1,0 +1,27 @@
+"""The model owner: inference thread, lock, generation events, sampling."""
+
+from .engine import Engine, EngineUnavailable, PromptTooLong
+from .events import (
+    ChatMessage,
+    Event,
+    Finished,
+    KeepAlive,
+    Prompt,
+    SamplingParams,
+    TextDelta,
+    Usage,
+)
+
+__all__ = [
+    "ChatMessage",
+    "Engine",
+    "EngineUnavailable",
+    "Event",
+    "Finished",
+    "KeepAlive",
+    "Prompt",
+    "PromptTooLong",
+    "SamplingParams",
+    "TextDelta",
+    "Usage",
+]

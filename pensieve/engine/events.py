@@ -1,0 +1,69 @@
+"""The values that flow between the HTTP layer and the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a conversation, already flattened to text."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens. Temperature 0 is greedy and deterministic."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_sequences: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered, tokenised prompt that fits the model's context window."""
+
+    token_ids: list[int] = field(repr=False)
+    max_new_tokens: int  # what fits in the context window after the prompt
+
+    @property
+    def input_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New text for the client (never part of a possible stop sequence)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """Nothing new yet (waiting for the model or a long prefill)."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The last event of every generation."""
+
+    stop_reason: StopReason
+    stop_sequence: str | None
+    usage: Usage
+
+
+Event = TextDelta | KeepAlive | Finished

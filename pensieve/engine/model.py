@@ -1,0 +1,121 @@
+"""The loaded model and what runs on the inference thread.
+
+Everything in this module that touches mlx must run on the engine's one
+inference thread: mlx streams are thread-local.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .events import ChatMessage, SamplingParams
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model in memory with its tokenizer and the facts /health reports."""
+
+    model: Any
+    tokenizer: Any  # mlx_lm's TokenizerWrapper
+    context_length: int
+    backend: str  # "cpu", "cuda" or "metal"
+    load_seconds: float
+
+
+@dataclass(frozen=True)
+class Step:
+    """One decoded token's text; `finish` is set on the last step."""
+
+    text: str
+    finish: str | None = None  # "end_turn" or "max_tokens"
+
+
+def load_model(path: Path) -> LoadedModel:
+    """Load an mlx-lm model directory. Runs on the inference thread."""
+    import mlx.core as mx
+    from mlx_lm import load
+
+    started = time.monotonic()
+    model, tokenizer, config = load(str(path), return_config=True)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        context_length=_context_length(config, tokenizer),
+        backend=_backend(mx),
+        load_seconds=time.monotonic() - started,
+    )
+
+
+def _context_length(config: dict[str, Any], tokenizer: Any) -> int:
+    for key in ("max_position_embeddings", "max_sequence_length", "n_ctx"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return int(getattr(tokenizer, "model_max_length", 4096))
+
+
+def _backend(mx: Any) -> str:
+    if mx.default_device() == mx.cpu:
+        return "cpu"
+    if mx.metal.is_available():
+        return "metal"
+    return "cuda"
+
+
+def render_prompt(tokenizer: Any, messages: list[ChatMessage]) -> list[int]:
+    """Token ids for `messages` through the model's own chat template.
+
+    A final assistant turn is continued (Anthropic's prefill), not closed.
+    """
+    turns = [{"role": m.role, "content": m.content} for m in messages]
+    prefill = bool(turns) and turns[-1]["role"] == "assistant"
+    text = tokenizer.apply_chat_template(
+        turns,
+        tokenize=False,
+        add_generation_prompt=not prefill,
+        continue_final_message=prefill,
+    )
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def decode(
+    loaded: LoadedModel,
+    token_ids: list[int],
+    sampling: SamplingParams,
+    *,
+    prefill_step_size: int,
+) -> Iterator[Step]:
+    """Generate from `token_ids`, one Step per token. Runs on the inference thread."""
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+    from mlx_lm.sample_utils import make_sampler
+
+    sampler = make_sampler(
+        temp=sampling.temperature,
+        top_p=sampling.top_p or 0.0,
+        top_k=sampling.top_k or 0,
+    )
+    tokenizer = loaded.tokenizer
+    detokenizer = tokenizer.detokenizer
+    detokenizer.reset()
+    tokens = generate_step(
+        mx.array(token_ids),
+        loaded.model,
+        max_tokens=sampling.max_tokens,
+        sampler=sampler,
+        prefill_step_size=prefill_step_size,
+    )
+    for count, (token, _) in enumerate(tokens, start=1):
+        if token in tokenizer.eos_token_ids:
+            detokenizer.finalize()
+            yield Step(detokenizer.last_segment, "end_turn")
+            return
+        detokenizer.add_token(token)
+        if count == sampling.max_tokens:
+            detokenizer.finalize()
+            yield Step(detokenizer.last_segment, "max_tokens")
+            return
+        yield Step(detokenizer.last_segment)

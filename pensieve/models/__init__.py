@@ -1,0 +1,1 @@
+"""ML weights: resolve a model setting, download it, import GGUF files."""
