@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from pensieve.models.resolve import resolve_model
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "pensieve-local-key"
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +32,82 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bundled_model_dir(cache_dir: Path) -> Path:
     """The bundled GGUF imported into an mlx-lm model directory (once a session)."""
     return resolve_model("bundled", cache_dir=cache_dir, fallback=False).path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A real `gunicorn -c gunicorn.conf.py wsgi:app` on a free port."""
+
+    url: str
+    process: subprocess.Popen[str]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def running_server(env: dict[str, str], log_path: Path) -> Iterator[Server]:
+    """Start gunicorn with `env` added, wait until /health is ready, stop it after."""
+    port = free_port()
+    environment = {**os.environ, "PENSIEVE_PORT": str(port), **env}
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        wait_until_ready(server, timeout=180)
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wait_until_ready(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{server.log()}")
+        try:
+            if requests.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"server not ready after {timeout} s:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def server(
+    cache_dir: Path, bundled_model_dir: Path, tmp_path_factory
+) -> Iterator[Server]:
+    """The real server on the bundled model, shared by the integration tests."""
+    env = {
+        "PENSIEVE_MODEL": "bundled",
+        "PENSIEVE_CACHE_DIR": str(cache_dir),
+        "PENSIEVE_HOST": "127.0.0.1",
+        "PENSIEVE_API_KEY": API_KEY,
+    }
+    log_path = tmp_path_factory.mktemp("server") / "gunicorn.log"
+    with running_server(env, log_path) as running:
+        yield running
+
+
+@pytest.fixture
+def headers() -> dict[str, str]:
+    return {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}

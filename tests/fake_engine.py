@@ -1,0 +1,57 @@
+"""A scripted stand-in for the engine, for fast tests of the HTTP layer only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pensieve.engine import (
+    ChatMessage,
+    Event,
+    Finished,
+    KeepAlive,
+    Prompt,
+    PromptTooLong,
+    SamplingParams,
+    TextDelta,
+    Usage,
+)
+from pensieve.models.resolve import ResolvedModel
+
+
+class FakeEngine:
+    """Answers every prompt with `pieces`; counts characters as tokens."""
+
+    status = "ready"
+    waiting = 0
+    error = None
+    context_length = 64
+
+    def __init__(self, pieces: list[str], keepalives: int = 0) -> None:
+        self.pieces = pieces
+        self.keepalives = keepalives
+        self.started_at = time.time()
+        self.resolved = ResolvedModel("fake-model", Path("/nowhere"), "local")
+        self.seen: list[ChatMessage] = []
+
+    def resolve(self) -> ResolvedModel:
+        return self.resolved
+
+    def loaded_now(self) -> None:
+        return None
+
+    def prepare(self, messages: list[ChatMessage]) -> Prompt:
+        self.seen = messages
+        size = sum(len(m.content) for m in messages)
+        if size > self.context_length - 1:
+            raise PromptTooLong(size, self.context_length - 1)
+        return Prompt(list(range(size)), self.context_length - size)
+
+    def generate(self, prompt: Prompt, sampling: SamplingParams) -> Iterator[Event]:
+        for _ in range(self.keepalives):
+            yield KeepAlive()
+        pieces = self.pieces[: min(sampling.max_tokens, prompt.max_new_tokens)]
+        yield from (TextDelta(piece) for piece in pieces)
+        reason = "end_turn" if len(pieces) == len(self.pieces) else "max_tokens"
+        yield Finished(reason, None, Usage(prompt.input_tokens, len(pieces)))

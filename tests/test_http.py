@@ -1,0 +1,238 @@
+"""The HTTP layer on a scripted engine: auth, errors, validation, SSE framing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from fake_engine import FakeEngine
+from pensieve import create_app
+from pensieve.sse import ServerSentEvent
+
+KEY = "test-key"
+OK_BODY = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 10,
+    "messages": [{"role": "user", "content": "Hi"}],
+}
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine(["Hel", "lo", "!"])
+
+
+@pytest.fixture
+def app(engine: FakeEngine) -> Flask:
+    app = create_app({"API_KEY": KEY, "TESTING": True})
+    app.extensions["pensieve"] = engine
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def post(client: FlaskClient, body: Any, **headers: str) -> Any:
+    return client.post("/v1/messages", json=body, headers={"x-api-key": KEY, **headers})
+
+
+def assert_error(response: Any, status: int, error_type: str) -> str:
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == error_type
+    assert response.headers["request-id"].startswith("req_")
+    return body["error"]["message"]
+
+
+def test_message_from_engine_events(client: FlaskClient) -> None:
+    body = post(client, OK_BODY).get_json()
+    assert body["content"] == [{"type": "text", "text": "Hello!"}]
+    assert body["model"] == "fake-model"
+    assert body["stop_reason"] == "end_turn"
+    assert body["usage"] == {
+        "input_tokens": 2,
+        "output_tokens": 3,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+
+
+def test_keepalives_become_pings_in_the_stream(
+    client: FlaskClient, engine: FakeEngine
+) -> None:
+    engine.keepalives = 2
+    text = post(client, {**OK_BODY, "stream": True}).get_data(as_text=True)
+    assert text.count("event: ping\n") == 3  # one after content_block_start
+    assert text.endswith('event: message_stop\ndata: {"type":"message_stop"}\n\n')
+
+
+def test_sse_frame_bytes() -> None:
+    frame = ServerSentEvent("content_block_delta", {"text": "é\n"})
+    assert frame.encode() == 'event: content_block_delta\ndata: {"text":"é\\n"}\n\n'
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"x-api-key": "wrong"}, {"Authorization": "Bearer wrong"}],
+)
+def test_missing_or_wrong_key_is_401(client: FlaskClient, headers: dict) -> None:
+    response = client.post("/v1/messages", json=OK_BODY, headers=headers)
+    assert_error(response, 401, "authentication_error")
+
+
+def test_bearer_key_and_beta_query(client: FlaskClient) -> None:
+    response = client.post(
+        "/v1/messages?beta=true",
+        json=OK_BODY,
+        headers={"Authorization": f"Bearer {KEY}", "anthropic-beta": "x"},
+    )
+    assert response.status_code == 200
+
+
+def test_health_needs_no_key(client: FlaskClient) -> None:
+    body = client.get("/health").get_json()
+    assert body["status"] == "ready" and body["model"] == "fake-model"
+    assert client.head("/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**OK_BODY, "max_tokens": 0}, "max_tokens"),
+        ({**OK_BODY, "max_tokens": "10"}, "max_tokens"),
+        ({k: v for k, v in OK_BODY.items() if k != "max_tokens"}, "max_tokens"),
+        ({**OK_BODY, "messages": []}, "messages"),
+        (
+            {**OK_BODY, "messages": [{"role": "robot", "content": "x"}]},
+            "messages.0.role",
+        ),
+        (
+            {**OK_BODY, "messages": [{"role": "user", "content": 5}]},
+            "messages.0.content",
+        ),
+        (
+            {**OK_BODY, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+            "messages.0.content.0.text",
+        ),
+        (
+            {**OK_BODY, "messages": [{"role": "user", "content": [{"type": "image"}]}]},
+            "messages.0.content.0.type",
+        ),
+        ({**OK_BODY, "temperature": 1.5}, "temperature"),
+        ({**OK_BODY, "top_k": -1}, "top_k"),
+        ({**OK_BODY, "stream": "yes"}, "stream"),
+        ({**OK_BODY, "stop_sequences": "END"}, "stop_sequences"),
+        ({**OK_BODY, "system": 7}, "system"),
+        ({**OK_BODY, "model": ""}, "model"),
+    ],
+)
+def test_schema_violations_name_the_field(
+    client: FlaskClient, body: dict, field: str
+) -> None:
+    message = assert_error(post(client, body), 400, "invalid_request_error")
+    assert message.startswith(f"{field}:"), message
+
+
+def test_unknown_fields_are_ignored(client: FlaskClient) -> None:
+    body = {**OK_BODY, "some_future_field": {"x": 1}, "metadata": {"user_id": "u"}}
+    assert post(client, body).status_code == 200
+
+
+@pytest.mark.parametrize("raw", ["{not json", "[1, 2]", '"text"'])
+def test_malformed_bodies(client: FlaskClient, raw: str) -> None:
+    response = client.post(
+        "/v1/messages",
+        data=raw,
+        content_type="application/json",
+        headers={"x-api-key": KEY},
+    )
+    assert_error(response, 400, "invalid_request_error")
+
+
+def test_unknown_route_and_wrong_method(client: FlaskClient) -> None:
+    assert_error(
+        client.get("/v1/nothing", headers={"x-api-key": KEY}), 404, "not_found_error"
+    )
+    assert_error(
+        client.get("/v1/messages", headers={"x-api-key": KEY}),
+        405,
+        "invalid_request_error",
+    )
+
+
+def test_prompt_too_long_uses_anthropic_wording(client: FlaskClient) -> None:
+    body = {**OK_BODY, "messages": [{"role": "user", "content": "x" * 100}]}
+    message = assert_error(post(client, body), 400, "invalid_request_error")
+    assert message == "prompt is too long: 100 tokens > 63 maximum"
+
+
+def test_max_tokens_is_reduced_to_what_fits(client: FlaskClient) -> None:
+    engine_pieces = ["a"] * 10
+    client.application.extensions["pensieve"].pieces = engine_pieces
+    body = {**OK_BODY, "messages": [{"role": "user", "content": "x" * 60}]}
+    message = post(client, body).get_json()
+    assert message["stop_reason"] == "max_tokens"
+    assert message["usage"]["output_tokens"] == 4
+
+
+def test_system_and_consecutive_turns_are_merged(
+    client: FlaskClient, engine: FakeEngine
+) -> None:
+    body = {
+        **OK_BODY,
+        "system": [
+            {
+                "type": "text",
+                "text": "Be brief.",
+                "cache_control": {"type": "ephemeral"},
+            }
+        ],
+        "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "user", "content": [{"type": "text", "text": "b"}]},
+        ],
+    }
+    assert post(client, body).status_code == 200
+    assert [(m.role, m.content) for m in engine.seen] == [
+        ("system", "Be brief."),
+        ("user", "a\n\nb"),
+    ]
+
+
+def test_server_keeps_serving_after_bad_requests(client: FlaskClient) -> None:
+    for body in ({}, {"messages": 1}, {**OK_BODY, "max_tokens": -5}):
+        assert post(client, body).status_code == 400
+    assert post(client, OK_BODY).status_code == 200
+
+
+def test_internal_errors_hide_the_stack_trace(
+    client: FlaskClient, engine: FakeEngine
+) -> None:
+    def broken(*args: Any) -> None:
+        raise RuntimeError("secret detail")
+
+    engine.prepare = broken  # type: ignore[method-assign]
+    message = assert_error(post(client, OK_BODY), 500, "api_error")
+    assert "secret" not in message
+
+
+def test_error_after_stream_start_is_an_error_event(
+    client: FlaskClient, engine: FakeEngine
+) -> None:
+    def failing(prompt: Any, sampling: Any) -> Any:
+        yield from ()
+        raise RuntimeError("boom")
+
+    engine.generate = failing  # type: ignore[method-assign]
+    text = post(client, {**OK_BODY, "stream": True}).get_data(as_text=True)
+    assert text.startswith("event: message_start\n")
+    assert text.endswith(
+        'event: error\ndata: {"type":"error","error":{"type":"api_error",'
+        '"message":"internal server error"}}\n\n'
+    )
