@@ -56,7 +56,9 @@ class Server:
 def running_server(env: dict[str, str], log_path: Path) -> Iterator[Server]:
     """Start gunicorn with `env` added, wait until /health is ready, stop it after."""
     port = free_port()
-    environment = {**os.environ, "PENSIEVE_PORT": str(port), **env}
+    # Only the test's own settings: none inherited from the developer's shell.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("PENSIEVE_")}
+    environment = {**inherited, "PENSIEVE_PORT": str(port), **env}
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
