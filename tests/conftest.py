@@ -104,6 +104,7 @@ def server(
         "PENSIEVE_CACHE_DIR": str(cache_dir),
         "PENSIEVE_HOST": "127.0.0.1",
         "PENSIEVE_API_KEY": API_KEY,
+        "PENSIEVE_KEEPALIVE_SECONDS": "1",  # so that prefill pings show in tests
     }
     log_path = tmp_path_factory.mktemp("server") / "gunicorn.log"
     with running_server(env, log_path) as running:

@@ -228,3 +228,17 @@ def test_health_answers_quickly_while_a_long_generation_streams(server: Server) 
     assert not finished.is_set(), "the generation ended before the probes did"
     assert max(latencies) < 0.2, latencies
     streamer.join(120)
+
+
+def test_pings_keep_the_stream_alive_during_prefill(server: Server) -> None:
+    """A prompt that takes seconds to prefill: pings arrive before the first token."""
+    long_prompt = "Repeat after me: " + "the quick brown fox jumps. " * 12
+    body = {
+        "model": "m",
+        "max_tokens": 2,
+        "stream": True,
+        "messages": [{"role": "user", "content": long_prompt}],
+    }
+    names = [name for name, _ in sse_events(post(server, body))]
+    before_first_token = names[: names.index("content_block_delta")]
+    assert before_first_token.count("ping") >= 2, names
