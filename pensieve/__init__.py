@@ -17,6 +17,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. Creates the engine but loads nothing: see gunicorn.conf.py."""
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(load_settings(test_config))
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
     app.json.sort_keys = False  # keep API objects in their documented order
     app.extensions["pensieve"] = Engine(app.config)
 

@@ -54,6 +54,19 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         "Longest silence on a stream before a ping event is sent.",
     ),
+    Setting(
+        "MODEL_ALIASES",
+        "claude-opus-4-1,claude-sonnet-4-5,claude-haiku-4-5",
+        str,
+        "Comma-separated model ids listed by /v1/models besides the local id "
+        "(every id is served by the loaded model).",
+    ),
+    Setting(
+        "MAX_REQUEST_BYTES",
+        32 * 1024 * 1024,
+        int,
+        "Largest request body accepted; larger ones get 413 request_too_large.",
+    ),
     Setting("PREFILL_STEP_SIZE", 512, int, "Prompt tokens processed per model call."),
 )
 

@@ -15,6 +15,7 @@ from pensieve.engine import (
     PromptTooLong,
     SamplingParams,
     TextDelta,
+    ToolSpec,
     Usage,
 )
 from pensieve.models.resolve import ResolvedModel
@@ -41,8 +42,11 @@ class FakeEngine:
     def loaded_now(self) -> None:
         return None
 
-    def prepare(self, messages: list[ChatMessage]) -> Prompt:
+    def prepare(
+        self, messages: list[ChatMessage], tools: list[ToolSpec] | None = None
+    ) -> Prompt:
         self.seen = messages
+        self.seen_tools = tools or []
         size = sum(len(m.content) for m in messages)
         if size > self.context_length - 1:
             raise PromptTooLong(size, self.context_length - 1)

@@ -236,3 +236,198 @@ def test_error_after_stream_start_is_an_error_event(
         'event: error\ndata: {"type":"error","error":{"type":"api_error",'
         '"message":"internal server error"}}\n\n'
     )
+
+
+TOOL = {
+    "name": "get_weather",
+    "description": "Weather",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+CLAUDE_CODE_FIELDS = {
+    "metadata": {"user_id": "user_abc"},
+    "tools": [TOOL, {"type": "web_search_20250305", "name": "web_search"}],
+    "tool_choice": {"type": "auto", "disable_parallel_tool_use": False},
+    "thinking": {"type": "enabled", "budget_tokens": 1024},
+    "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
+    "output_config": {"effort": "high"},
+    "service_tier": "auto",
+    "temperature": 1,
+    "top_p": 0.9,
+    "top_k": 40,
+    "system": [
+        {"type": "text", "text": "x-anthropic-billing-header: cc_version=1; cch=2"},
+        {
+            "type": "text",
+            "text": "You are Claude Code.",
+            "cache_control": {"type": "ephemeral"},
+        },
+    ],
+}
+
+
+def test_every_messages_api_field_is_accepted(
+    client: FlaskClient, engine: FakeEngine
+) -> None:
+    engine.context_length = 10_000
+    body = {
+        **OK_BODY,
+        **CLAUDE_CODE_FIELDS,
+        "max_tokens": 2000,
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "Use the tool.", "signature": "s"},
+                    {"type": "redacted_thinking", "data": "abc"},
+                    {"type": "text", "text": "Let me check."},
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_1",
+                        "name": "get_weather",
+                        "input": {"city": "Paris"},
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "content": [{"type": "text", "text": "Sunny"}],
+                        "is_error": False,
+                    },
+                    {
+                        "type": "text",
+                        "text": "Thanks",
+                        "cache_control": {"type": "ephemeral"},
+                    },
+                ],
+            },
+            {"role": "system", "content": "Reminder."},
+            {"role": "user", "content": "More?"},
+        ],
+    }
+    response = post(client, body, **{"anthropic-beta": "claude-code-20250219"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    roles = [(m.role, m.content) for m in engine.seen]
+    assert roles[0][0] == "system" and "You are Claude Code." in roles[0][1]
+    assert roles[1] == ("user", "Weather in Paris?")
+    assert roles[2] == ("assistant", "Let me check.")  # thinking is not fed back
+    assert engine.seen[2].tool_calls[0].input == {"city": "Paris"}
+    assert (engine.seen[3].role, engine.seen[3].tool_call_id) == ("tool", "toolu_1")
+    assert [t.name for t in engine.seen_tools] == ["get_weather", "web_search"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"tools": [{"name": "x"}]}, "tools.0.input_schema"),
+        (
+            {"tools": [{"name": "bad name!", "input_schema": {"type": "object"}}]},
+            "tools.0.name",
+        ),
+        (
+            {"tools": [{"name": "t", "input_schema": {"type": "array"}}]},
+            "tools.0.input_schema",
+        ),
+        ({"tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
+        ({"tool_choice": {"type": "tool"}}, "tool_choice.name"),
+        (
+            {"tools": [TOOL], "tool_choice": {"type": "tool", "name": "nope"}},
+            "tool_choice.name",
+        ),
+        ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens"),
+        (
+            {"thinking": {"type": "enabled", "budget_tokens": 100}},
+            "thinking.budget_tokens",
+        ),
+        (
+            {"thinking": {"type": "enabled", "budget_tokens": 2048}},
+            "thinking.budget_tokens",
+        ),
+        ({"thinking": {"type": "maybe"}}, "thinking.type"),
+        ({"metadata": {"user_id": 5}}, "metadata.user_id"),
+        ({"service_tier": "premium"}, "service_tier"),
+        ({"output_config": {"format": {"type": "xml"}}}, "output_config.format.type"),
+        ({"temperature": "0.5"}, "temperature"),
+        ({"top_p": True}, "top_p"),
+        ({"max_tokens": 1.5}, "max_tokens"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image", "source": {}}]}
+                ]
+            },
+            "messages.0.content.0.type",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "hologram"}]}]},
+            "messages.0.content.0.type",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "tool_use", "id": "t"}]}
+                ]
+            },
+            "messages.0.content.0.name",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]},
+            "messages.0.content.0.tool_use_id",
+        ),
+        (
+            {"system": [{"type": "tool_use", "id": "t", "name": "n", "input": {}}]},
+            "system.0.type",
+        ),
+    ],
+)
+def test_claude_code_fields_are_validated_strictly(
+    client: FlaskClient, extra: dict, field: str
+) -> None:
+    message = assert_error(
+        post(client, {**OK_BODY, **extra}), 400, "invalid_request_error"
+    )
+    assert message.startswith(f"{field}:"), message
+
+
+def test_image_gets_a_clear_text_only_message(client: FlaskClient) -> None:
+    body = {
+        **OK_BODY,
+        "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}],
+    }
+    message = assert_error(post(client, body), 400, "invalid_request_error")
+    assert "reads text only" in message
+
+
+def test_count_tokens_uses_the_same_rendering(client: FlaskClient) -> None:
+    body = {k: v for k, v in OK_BODY.items() if k != "max_tokens"}
+    response = client.post(
+        "/v1/messages/count_tokens", json=body, headers={"x-api-key": KEY}
+    )
+    assert response.get_json() == {"input_tokens": 2}
+    bad = client.post(
+        "/v1/messages/count_tokens", json={"model": "m"}, headers={"x-api-key": KEY}
+    )
+    assert_error(bad, 400, "invalid_request_error")
+
+
+def test_models_list_and_retrieve(client: FlaskClient) -> None:
+    listing = client.get("/v1/models", headers={"x-api-key": KEY}).get_json()
+    assert listing["data"][0]["id"] == "fake-model"
+    assert listing["first_id"] == "fake-model" and listing["has_more"] is False
+    assert listing["last_id"] == listing["data"][-1]["id"]
+    one = client.get(
+        "/v1/models/claude-opus-4-1", headers={"x-api-key": KEY}
+    ).get_json()
+    assert set(one) == {"type", "id", "display_name", "created_at"}
+    assert one["id"] == "claude-opus-4-1" and "fake-model" in one["display_name"]
+    assert_error(client.get("/v1/models"), 401, "authentication_error")
+
+
+def test_body_over_the_limit_is_413(app: Flask) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    response = post(app.test_client(), {**OK_BODY, "pad": "x" * 2000})
+    assert_error(response, 413, "request_too_large")

@@ -14,7 +14,8 @@ def get_engine() -> Engine:
 
 def init_app(app: Flask) -> None:
     """Register every blueprint."""
-    from . import health, messages
+    from . import health, messages, models
 
     app.register_blueprint(health.bp)
     app.register_blueprint(messages.bp)
+    app.register_blueprint(models.bp)

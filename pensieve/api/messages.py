@@ -59,7 +59,7 @@ def message_object(
 def create_message() -> Response:
     params = MessagesRequestSchema().load(json_body())
     engine = get_engine()
-    prompt = engine.prepare(params.messages)
+    prompt = engine.prepare(params.messages, params.tools)
     events = engine.generate(prompt, params.sampling)
     message_id = f"msg_{uuid.uuid4().hex[:24]}"
     model = engine.resolve().model_id
@@ -67,6 +67,16 @@ def create_message() -> Response:
     if params.stream:
         return sse_response(stream_events(start, events), on_error=error_event)
     return jsonify(complete_message(start, events))
+
+
+@bp.post("/v1/messages/count_tokens")
+def count_tokens() -> Response:
+    """Tokens the same request would use as input, rendered exactly as generation."""
+    body = json_body()
+    body.setdefault("max_tokens", 1)  # not part of count_tokens' request
+    params = MessagesRequestSchema().load(body)
+    prompt = get_engine().prepare(params.messages, params.tools)
+    return jsonify({"input_tokens": prompt.input_tokens})
 
 
 def complete_message(start: dict[str, Any], events: Iterable[Event]) -> dict[str, Any]:

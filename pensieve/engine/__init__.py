@@ -9,6 +9,8 @@ from .events import (
     Prompt,
     SamplingParams,
     TextDelta,
+    ToolCall,
+    ToolSpec,
     Usage,
 )
 
@@ -23,5 +25,7 @@ __all__ = [
     "PromptTooLong",
     "SamplingParams",
     "TextDelta",
+    "ToolCall",
+    "ToolSpec",
     "Usage",
 ]

@@ -25,9 +25,11 @@ from .events import (
     Prompt,
     SamplingParams,
     TextDelta,
+    ToolSpec,
     Usage,
 )
-from .model import LoadedModel, Step, decode, load_model, render_prompt
+from .model import LoadedModel, Step, decode, load_model
+from .prompt import render_prompt
 from .runner import InferenceThread, new_lock
 from .stops import StopSequenceFilter
 
@@ -108,8 +110,10 @@ class Engine:
 
     def loaded(self) -> LoadedModel:
         """The loaded model, waiting (cooperatively) for the load to finish."""
-        if self.error is None:
+        try:
             self.start()
+        except Exception as error:
+            raise EngineUnavailable(str(error)) from error
         if self.error is not None or self._loading is None:
             raise EngineUnavailable(self.error or "the model is not loaded")
         try:
@@ -123,10 +127,12 @@ class Engine:
             return None
         return self._loading.result()
 
-    def prepare(self, messages: list[ChatMessage]) -> Prompt:
-        """Render and tokenise `messages`; raise PromptTooLong if they cannot fit."""
+    def prepare(
+        self, messages: list[ChatMessage], tools: list[ToolSpec] | None = None
+    ) -> Prompt:
+        """Render and tokenise a conversation; raise PromptTooLong if it cannot fit."""
         loaded = self.loaded()
-        token_ids = render_prompt(loaded.tokenizer, messages)
+        token_ids = render_prompt(loaded.tokenizer, messages, tools or [])
         maximum = loaded.context_length - 1  # room for at least one new token
         if len(token_ids) > maximum:
             raise PromptTooLong(len(token_ids), maximum)

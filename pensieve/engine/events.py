@@ -3,17 +3,41 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence"]
 
 
 @dataclass(frozen=True)
-class ChatMessage:
-    """One turn of a conversation, already flattened to text."""
+class ToolCall:
+    """A tool call the assistant made in an earlier turn."""
 
-    role: Literal["system", "user", "assistant"]
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool the model may call."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a conversation in API-neutral form.
+
+    `tool` turns carry a tool's result for the call `tool_call_id`.
+    """
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    is_error: bool = False
 
 
 @dataclass(frozen=True)

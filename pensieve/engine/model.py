@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .events import ChatMessage, SamplingParams
+from .events import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -63,22 +63,6 @@ def _backend(mx: Any) -> str:
     if mx.metal.is_available():
         return "metal"
     return "cuda"
-
-
-def render_prompt(tokenizer: Any, messages: list[ChatMessage]) -> list[int]:
-    """Token ids for `messages` through the model's own chat template.
-
-    A final assistant turn is continued (Anthropic's prefill), not closed.
-    """
-    turns = [{"role": m.role, "content": m.content} for m in messages]
-    prefill = bool(turns) and turns[-1]["role"] == "assistant"
-    text = tokenizer.apply_chat_template(
-        turns,
-        tokenize=False,
-        add_generation_prompt=not prefill,
-        continue_final_message=prefill,
-    )
-    return tokenizer.encode(text, add_special_tokens=False)
 
 
 def decode(

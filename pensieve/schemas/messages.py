@@ -1,4 +1,8 @@
-"""The Anthropic Messages request: validation and conversion for the engine."""
+"""The Anthropic Messages request: validation and conversion for the engine.
+
+Every documented field is validated strictly; unknown top-level fields are
+accepted and ignored, since clients such as Claude Code add fields often.
+"""
 
 from __future__ import annotations
 
@@ -12,47 +16,49 @@ from marshmallow import (
     fields,
     post_load,
     validate,
+    validates_schema,
 )
 
-from ..engine import ChatMessage, SamplingParams
+from ..engine import ChatMessage, SamplingParams, ToolCall, ToolSpec
+from .content import (
+    Block,
+    ContentField,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+)
 
 ROLES = ("user", "assistant", "system")
+TOOL_NAME = validate.Regexp(
+    r"^[a-zA-Z0-9_-]{1,128}$", error="must match {regex}"
+)
+STRICT_BOOL = {"truthy": {True}, "falsy": {False}}
 
 
-class TextBlockSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE  # cache_control, citations: accepted, not used
-
-    type = fields.String(required=True, validate=validate.Equal("text"))
-    text = fields.String(required=True)
-
-
-class TextContent(fields.Field):
-    """A string, or a list of text blocks; deserialises to plain text."""
+class StrictFloat(fields.Float):
+    """A JSON number only: no numeric strings, no booleans."""
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Any, **kwargs: Any
-    ) -> str:
-        if isinstance(value, str):
-            return value
-        if not isinstance(value, list):
-            raise ValidationError("must be a string or a list of content blocks")
-        errors: dict[int, Any] = {}
-        texts = []
-        for index, block in enumerate(value):
-            kind = block.get("type") if isinstance(block, dict) else None
-            if kind not in (None, "text"):
-                errors[index] = {
-                    "type": [f"content block type {kind!r} is not supported"]
-                }
-                continue
-            try:
-                texts.append(TextBlockSchema().load(block)["text"])
-            except ValidationError as error:
-                errors[index] = error.messages
-        if errors:
-            raise ValidationError(errors)
-        return "\n".join(texts)
+    ) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError("must be a number")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictInteger(fields.Integer):
+    """A JSON integer only: no strings, no booleans, no fractions."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> int:
+        if isinstance(value, bool):
+            raise ValidationError("must be an integer")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class MessageSchema(Schema):
@@ -60,37 +66,108 @@ class MessageSchema(Schema):
         unknown = EXCLUDE
 
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
-    content = TextContent(required=True)
+    content = ContentField(required=True)
+
+
+class ToolSchema(Schema):
+    """A client tool, or a server tool (`type` other than `custom`): names only."""
+
+    class Meta:
+        unknown = EXCLUDE  # cache_control, and server tools' own settings
+
+    type = fields.String()
+    name = fields.String(required=True, validate=TOOL_NAME)
+    description = fields.String()
+    input_schema = fields.Dict()
+
+    @validates_schema
+    def custom_tools_need_a_schema(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("type", "custom") == "custom":
+            schema = data.get("input_schema")
+            if schema is None:
+                raise ValidationError(
+                    "Missing data for required field.", "input_schema"
+                )
+            if schema.get("type") != "object":
+                raise ValidationError('must have "type": "object"', "input_schema")
 
     @post_load
-    def to_message(self, data: dict[str, Any], **kwargs: Any) -> ChatMessage:
-        return ChatMessage(role=data["role"], content=data["content"])
+    def make(self, data: dict[str, Any], **kwargs: Any) -> ToolSpec:
+        return ToolSpec(
+            name=data["name"],
+            description=data.get("description", ""),
+            input_schema=data.get("input_schema", {"type": "object"}),
+        )
+
+
+class ToolChoiceSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(
+        required=True, validate=validate.OneOf(["auto", "any", "tool", "none"])
+    )
+    name = fields.String()
+    disable_parallel_tool_use = fields.Boolean(**STRICT_BOOL)
+
+    @validates_schema
+    def tool_needs_a_name(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data["type"] == "tool" and not data.get("name"):
+            raise ValidationError('is required when type is "tool"', "name")
+
+
+class ThinkingSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(
+        required=True, validate=validate.OneOf(["enabled", "disabled", "adaptive"])
+    )
+    budget_tokens = StrictInteger(validate=validate.Range(min=1024))
+
+    @validates_schema
+    def enabled_needs_a_budget(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data["type"] == "enabled" and "budget_tokens" not in data:
+            raise ValidationError('is required when type is "enabled"', "budget_tokens")
+
+
+class MetadataSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    user_id = fields.String(allow_none=True)
+
+
+class OutputFormatSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(required=True, validate=validate.Equal("json_schema"))
+    schema = fields.Dict(required=True)
+
+
+class OutputConfigSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    effort = fields.String(validate=validate.OneOf(["low", "medium", "high", "max"]))
+    format = fields.Nested(OutputFormatSchema, allow_none=True)
 
 
 @dataclass(frozen=True)
 class MessagesRequest:
-    """A validated `POST /v1/messages` body."""
+    """A validated `POST /v1/messages` body, in the engine's terms."""
 
     model: str
     messages: list[ChatMessage]
+    tools: list[ToolSpec]
+    tool_choice: dict[str, Any]
     sampling: SamplingParams
     stream: bool
-
-
-def merge_turns(messages: list[ChatMessage]) -> list[ChatMessage]:
-    """Join consecutive turns of the same role, as the Messages API does."""
-    merged: list[ChatMessage] = []
-    for message in messages:
-        if merged and merged[-1].role == message.role:
-            last = merged.pop()
-            message = ChatMessage(message.role, f"{last.content}\n\n{message.content}")
-        merged.append(message)
-    return merged
+    output_format: dict[str, Any] | None
 
 
 class MessagesRequestSchema(Schema):
-    """Known fields are checked strictly; unknown top-level fields are ignored."""
-
     class Meta:
         unknown = EXCLUDE
 
@@ -98,23 +175,48 @@ class MessagesRequestSchema(Schema):
     messages = fields.List(
         fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1)
     )
-    system = TextContent()
-    max_tokens = fields.Integer(
-        strict=True, required=True, validate=validate.Range(min=1)
-    )
-    temperature = fields.Float(validate=validate.Range(min=0.0, max=1.0))
-    top_p = fields.Float(validate=validate.Range(min=0.0, max=1.0))
-    top_k = fields.Integer(strict=True, validate=validate.Range(min=0))
+    system = ContentField(allowed={"text"})
+    max_tokens = StrictInteger(required=True, validate=validate.Range(min=1))
+    temperature = StrictFloat(validate=validate.Range(min=0.0, max=1.0))
+    top_p = StrictFloat(validate=validate.Range(min=0.0, max=1.0))
+    top_k = StrictInteger(validate=validate.Range(min=0))
     stop_sequences = fields.List(fields.String())
-    stream = fields.Boolean(truthy={True}, falsy={False}, load_default=False)
+    stream = fields.Boolean(load_default=False, **STRICT_BOOL)
+    metadata = fields.Nested(MetadataSchema)
+    tools = fields.List(fields.Nested(ToolSchema), load_default=list)
+    tool_choice = fields.Nested(ToolChoiceSchema)
+    thinking = fields.Nested(ThinkingSchema)
+    context_management = fields.Dict()
+    output_config = fields.Nested(OutputConfigSchema)
+    service_tier = fields.String(validate=validate.OneOf(["auto", "standard_only"]))
+
+    @validates_schema
+    def cross_field_rules(self, data: dict[str, Any], **kwargs: Any) -> None:
+        budget = data.get("thinking", {}).get("budget_tokens")
+        if budget is not None and "max_tokens" in data and budget >= data["max_tokens"]:
+            raise ValidationError(
+                "must be less than max_tokens", "thinking.budget_tokens"
+            )
+        choice = data.get("tool_choice", {})
+        names = {tool.name for tool in data.get("tools", [])}
+        if choice.get("type") == "tool" and choice.get("name") not in names:
+            raise ValidationError(
+                f"tool {choice.get('name')!r} is not among the request's tools",
+                "tool_choice.name",
+            )
 
     @post_load
     def to_request(self, data: dict[str, Any], **kwargs: Any) -> MessagesRequest:
-        system = data.get("system")
-        prefix = [ChatMessage("system", system)] if system else []
+        system = [block.text for block in data.get("system", [])]
+        messages = [ChatMessage("system", "\n".join(system))] if system else []
+        for message in data["messages"]:
+            messages.extend(to_chat_messages(message["role"], message["content"]))
+        output_format = (data.get("output_config") or {}).get("format")
         return MessagesRequest(
             model=data["model"],
-            messages=merge_turns(prefix + data["messages"]),
+            messages=merge_turns(messages),
+            tools=data["tools"],
+            tool_choice=data.get("tool_choice", {"type": "auto"}),
             sampling=SamplingParams(
                 max_tokens=data["max_tokens"],
                 temperature=data.get("temperature", 1.0),
@@ -123,4 +225,52 @@ class MessagesRequestSchema(Schema):
                 stop_sequences=tuple(data.get("stop_sequences", ())),
             ),
             stream=data["stream"],
+            output_format=output_format,
         )
+
+
+def to_chat_messages(role: str, blocks: list[Block]) -> list[ChatMessage]:
+    """One Anthropic turn as chat turns: tool results become `tool` turns."""
+    turns: list[ChatMessage] = []
+    text: list[str] = []
+    calls: list[ToolCall] = []
+    for block in blocks:
+        if isinstance(block, TextBlock):
+            text.append(block.text)
+        elif isinstance(block, ToolUseBlock):
+            calls.append(ToolCall(block.id, block.name, block.input))
+        elif isinstance(block, ToolResultBlock):
+            turns.append(
+                ChatMessage(
+                    "tool",
+                    block.content,
+                    tool_call_id=block.tool_use_id,
+                    is_error=block.is_error,
+                )
+            )
+        elif isinstance(block, ThinkingBlock):
+            continue  # earlier reasoning is not fed back as visible text
+    if text or calls or not turns:
+        turns.append(ChatMessage(role, "\n".join(text), tool_calls=tuple(calls)))  # type: ignore[arg-type]
+    return turns
+
+
+def merge_turns(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """Join consecutive plain turns of the same role, as the Messages API does."""
+    merged: list[ChatMessage] = []
+    for message in messages:
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and last.role == message.role
+            and message.role != "tool"
+            and not last.tool_calls
+        ):
+            merged[-1] = ChatMessage(
+                message.role,
+                "\n\n".join(p for p in (last.content, message.content) if p),
+                tool_calls=message.tool_calls,
+            )
+        else:
+            merged.append(message)
+    return merged

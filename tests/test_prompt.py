@@ -1,0 +1,71 @@
+"""Prompt rendering with the bundled model's real tokenizer and chat template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import AutoTokenizer
+
+from pensieve.engine import ChatMessage, ToolCall, ToolSpec
+from pensieve.engine.prompt import render_prompt, template_supports_tools
+
+WEATHER = ToolSpec(
+    "get_weather",
+    "Weather for a city",
+    {"type": "object", "properties": {"city": {"type": "string"}}},
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(bundled_model_dir: Path) -> Any:
+    return AutoTokenizer.from_pretrained(bundled_model_dir)
+
+
+def text_of(tokenizer: Any, messages: list[ChatMessage], tools=()) -> str:
+    return tokenizer.decode(render_prompt(tokenizer, messages, list(tools)))
+
+
+def test_plain_chat_uses_the_model_template(tokenizer: Any) -> None:
+    text = text_of(tokenizer, [ChatMessage("user", "Hi")])
+    assert text.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_final_assistant_turn_is_continued(tokenizer: Any) -> None:
+    messages = [ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello, my")]
+    assert text_of(tokenizer, messages).endswith("<|im_start|>assistant\nHello, my")
+
+
+def test_generic_tool_format_for_a_template_without_tools(tokenizer: Any) -> None:
+    assert not template_supports_tools(tokenizer)
+    messages = [
+        ChatMessage("system", "Be brief."),
+        ChatMessage("user", "Weather in Paris?"),
+        ChatMessage(
+            "assistant", "", (ToolCall("toolu_1", "get_weather", {"city": "Paris"}),)
+        ),
+        ChatMessage("tool", "Sunny", tool_call_id="toolu_1"),
+        ChatMessage("tool", "timeout", tool_call_id="toolu_2", is_error=True),
+    ]
+    text = text_of(tokenizer, messages, [WEATHER])
+    assert text.startswith("<|im_start|>system\nBe brief.\n\n# Tools")
+    assert '"name": "get_weather"' in text
+    assert (
+        '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", '
+        '"arguments": {"city": "Paris"}}\n</tool_call><|im_end|>'
+    ) in text
+    assert (
+        "<|im_start|>user\n<tool_response>\nSunny\n</tool_response>\n\n"
+        "<tool_response>\nError: timeout\n</tool_response><|im_end|>"
+    ) in text
+
+
+def test_system_turns_inside_messages_are_rendered(tokenizer: Any) -> None:
+    messages = [
+        ChatMessage("user", "Hi"),
+        ChatMessage("system", "Reminder: be brief."),
+        ChatMessage("user", "Tell me more"),
+    ]
+    text = text_of(tokenizer, messages)
+    assert "Reminder: be brief." in text and text.count("<|im_start|>") == 5
