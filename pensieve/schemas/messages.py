@@ -30,9 +30,7 @@ from .content import (
 )
 
 ROLES = ("user", "assistant", "system")
-TOOL_NAME = validate.Regexp(
-    r"^[a-zA-Z0-9_-]{1,128}$", error="must match {regex}"
-)
+TOOL_NAME = validate.Regexp(r"^[a-zA-Z0-9_-]{1,128}$", error="must match {regex}")
 STRICT_BOOL = {"truthy": {True}, "falsy": {False}}
 
 
