@@ -170,9 +170,12 @@ class Engine:
         )
         stops = StopSequenceFilter(sampling.stop_sequences)
         output_tokens = 0
+        started = time.monotonic()
+        first_token_at = None
         try:
             while True:
                 step = yield from self._wait(self._thread.submit(next, steps))
+                first_token_at = first_token_at or time.monotonic()
                 if step.finish != "end_turn":
                     output_tokens += 1
                 if text := stops.feed(step.text):
@@ -189,6 +192,7 @@ class Engine:
             # Closing the mlx generator must happen on the inference thread too.
             self._thread.submit(steps.close)
         usage = Usage(input_tokens=prompt.input_tokens, output_tokens=output_tokens)
+        log_generation(usage, reason, started, first_token_at or started)
         yield Finished(reason, matched, usage)  # type: ignore[arg-type]
 
     def _wait(
@@ -200,3 +204,16 @@ class Engine:
                 return future.result(timeout=self._config["KEEPALIVE_SECONDS"])
             except TimeoutError:
                 yield KeepAlive()
+
+
+def log_generation(usage: Usage, reason: str, started: float, first: float) -> None:
+    decode_seconds = time.monotonic() - first
+    log.info(
+        "generated %d tokens from a %d-token prompt: first token after %.2f s, "
+        "%.1f tokens/s, stop: %s",
+        usage.output_tokens,
+        usage.input_tokens,
+        first - started,
+        (usage.output_tokens - 1) / decode_seconds if decode_seconds > 0 else 0.0,
+        reason,
+    )
