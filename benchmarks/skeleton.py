@@ -1,0 +1,425 @@
+"""Walking-skeleton benchmark: where the time goes for the bundled model.
+
+One run measures, on this machine and in this order (nothing overlaps):
+
+1. GGUF import: `resolve_model("bundled")` into a fresh temporary cache folder
+   (the first call imports the GGUF in a subprocess), then the same call again
+   (cached: only a stat and a hash).
+2. Model load, in a fresh Python subprocess: interpreter start-up, the import
+   of `mlx.core` + `mlx_lm`, and `mlx_lm.load(dir)` on the imported folder.
+3. Raw decode, in that same subprocess: `mlx_lm.stream_generate`, greedy,
+   `--max-tokens` new tokens, on the prompt rendered with the chat template
+   exactly as the server renders it. Reports mlx-lm's `generation_tps` and the
+   same figure computed the way the server figure is (below).
+4. Server start: `python -m gunicorn -c gunicorn.conf.py wsgi:app` on
+   127.0.0.1 and a free port, with the warm cache of step 1; time from process
+   start until `GET /health` answers 200 (the model loaded in the worker).
+5. Server decode: `POST /v1/messages`, `stream: true`, temperature 0, the same
+   prompt and `max_tokens`; decode tok/s = (output_tokens - 1) / (time from the
+   first `content_block_delta` to `message_stop`), with output_tokens from the
+   final `message_delta` usage. The server/raw ratio is printed.
+
+The script ends with a table and one `JSON:` line holding every figure. The
+server it starts is stopped in a `finally`; it only talks to 127.0.0.1.
+
+Run it from the repository root with the project's virtualenv active:
+
+    python benchmarks/skeleton.py [--max-tokens 256] [--prompt "..."]
+
+Figures are wall-clock and noisy when other processes share the CPU; the load
+average at start and end is printed so a noisy run can be recognised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from pensieve.models.resolve import resolve_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HOST = "127.0.0.1"
+API_KEY = "pensieve-benchmark-key"
+DEFAULT_PROMPT = "Count from 1 to 300, separated by commas."
+READY_TIMEOUT = 300.0
+REQUEST_TIMEOUT = 600.0
+
+# Runs in a fresh interpreter: argv = [model_dir, prompt, max_tokens].
+# Renders the prompt as pensieve.engine.model.render_prompt does.
+RAW_SCRIPT = r"""
+import json, sys, time
+started = time.time()
+t0 = time.perf_counter()
+import mlx.core as mx
+from mlx_lm import load, stream_generate
+from mlx_lm.sample_utils import make_sampler
+import_s = time.perf_counter() - t0
+
+model_dir, prompt, max_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t0 = time.perf_counter()
+model, tokenizer = load(model_dir)
+load_s = time.perf_counter() - t0
+
+text = tokenizer.apply_chat_template(
+    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+)
+ids = tokenizer.encode(text, add_special_tokens=False)
+pieces, stamps, last = [], [], None
+t0 = time.perf_counter()
+for response in stream_generate(
+    model, tokenizer, ids, max_tokens=max_tokens, sampler=make_sampler(temp=0.0)
+):
+    stamps.append(time.perf_counter())
+    pieces.append(response.text)
+    last = response
+total_s = time.perf_counter() - t0
+stop = last.finish_reason == "stop"
+print("RESULT " + json.dumps({
+    "started_at": started,
+    "import_s": import_s,
+    "load_s": load_s,
+    "device": str(mx.default_device()),
+    "prompt_tokens": last.prompt_tokens,
+    "prompt_tps": last.prompt_tps,
+    # generation_tokens counts the end-of-turn token when there is one.
+    "output_tokens": last.generation_tokens - (1 if stop else 0),
+    "finish_reason": last.finish_reason,
+    "generation_tps": last.generation_tps,
+    "first_to_last_s": stamps[-1] - stamps[0],
+    "total_s": total_s,
+    "text": "".join(pieces),
+}))
+"""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "absent"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "mlx": package_version("mlx"),
+        "mlx_lm": package_version("mlx-lm"),
+        "loadavg_start": round(os.getloadavg()[0], 2),
+    }
+
+
+def bench_import(cache_dir: Path) -> dict[str, Any]:
+    """Step 1: first (importing) and cached `resolve_model("bundled")`."""
+    t0 = time.perf_counter()
+    first = resolve_model("bundled", cache_dir=cache_dir, fallback=False)
+    first_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cached = resolve_model("bundled", cache_dir=cache_dir, fallback=False)
+    cached_s = time.perf_counter() - t0
+    assert cached.path == first.path
+    return {
+        "model_id": first.model_id,
+        "model_dir": str(first.path),
+        "import_first_s": first_s,
+        "import_cached_s": cached_s,
+    }
+
+
+def bench_raw(model_dir: Path, prompt: str, max_tokens: int) -> dict[str, Any]:
+    """Steps 2 and 3: load and decode with plain mlx-lm in a fresh interpreter."""
+    before = time.time()
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", RAW_SCRIPT, str(model_dir), prompt, str(max_tokens)],
+        capture_output=True,
+        text=True,
+        timeout=REQUEST_TIMEOUT,
+    )
+    wall_s = time.perf_counter() - t0
+    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"raw mlx-lm run failed:\n{done.stdout}\n{done.stderr}")
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    result["python_startup_s"] = result.pop("started_at") - before
+    result["subprocess_wall_s"] = wall_s
+    tokens = result["output_tokens"]
+    result["decode_tps_matched"] = (
+        (tokens - 1) / result["first_to_last_s"] if tokens > 1 else None
+    )
+    return result
+
+
+def wait_until_ready(
+    url: str, process: subprocess.Popen[bytes], log_path: Path
+) -> dict[str, Any]:
+    """Poll /health until it answers 200; return its body."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+        try:
+            response = requests.get(f"{url}/health", timeout=2)
+            if response.status_code == 200:
+                return response.json()
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server not ready after {READY_TIMEOUT} s")
+
+
+def stream_message(url: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+    """Step 5: one streaming /v1/messages request, timed per SSE event."""
+    body = {
+        "model": "bundled",
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    headers = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}
+    first_delta = message_stop = None
+    usage: dict[str, Any] = {}
+    stop_reason = None
+    pieces: list[str] = []
+    t0 = time.perf_counter()
+    with requests.post(
+        f"{url}/v1/messages",
+        json=body,
+        headers=headers,
+        stream=True,
+        timeout=REQUEST_TIMEOUT,
+    ) as response:
+        response.raise_for_status()
+        buffer = b""
+        for chunk in response.iter_content(chunk_size=None):
+            now = time.perf_counter()
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue
+                event = json.loads(line[5:])
+                kind = event.get("type")
+                if kind == "content_block_delta":
+                    first_delta = first_delta or now
+                    pieces.append(event["delta"]["text"])
+                elif kind == "message_delta":
+                    usage = event.get("usage", {})
+                    stop_reason = event["delta"].get("stop_reason")
+                elif kind == "message_stop":
+                    message_stop = now
+                elif kind == "error":
+                    raise RuntimeError(f"server error event: {event}")
+    if first_delta is None or message_stop is None:
+        raise RuntimeError("stream ended without a delta or message_stop")
+    tokens = int(usage.get("output_tokens", 0))
+    decode_s = message_stop - first_delta
+    return {
+        "output_tokens": tokens,
+        "stop_reason": stop_reason,
+        "time_to_first_delta_s": first_delta - t0,
+        "first_delta_to_stop_s": decode_s,
+        "request_total_s": message_stop - t0,
+        "decode_tps": (tokens - 1) / decode_s if tokens > 1 else None,
+        "text": "".join(pieces),
+    }
+
+
+def bench_server(
+    cache_dir: Path, log_path: Path, prompt: str, max_tokens: int
+) -> dict[str, Any]:
+    """Steps 4 and 5: gunicorn start to ready, then one streamed generation."""
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    env = {
+        **os.environ,
+        "PENSIEVE_MODEL": "bundled",
+        "PENSIEVE_CACHE_DIR": str(cache_dir),
+        "PENSIEVE_PORT": str(port),
+        "PENSIEVE_HOST": HOST,
+        "PENSIEVE_API_KEY": API_KEY,
+    }
+    with open(log_path, "wb") as log:
+        t0 = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        health = wait_until_ready(url, process, log_path)
+        ready_s = time.perf_counter() - t0
+        result = stream_message(url, prompt, max_tokens)
+        result.update(
+            start_to_ready_s=ready_s,
+            worker_load_s=health.get("load_seconds"),
+            backend=health.get("backend"),
+        )
+        return result
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}{unit}" if value < 10 else f"{value:.1f}{unit}"
+    return f"{value}{unit}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT)
+    args = parser.parse_args()
+
+    info = machine()
+    print(
+        f"Pensieve skeleton benchmark - {info['platform']} ({info['machine']}), "
+        f"{info['cpu_count']} CPUs, Python {info['python']}, mlx {info['mlx']}, "
+        f"mlx-lm {info['mlx_lm']}, load avg {info['loadavg_start']}"
+    )
+    print(f"prompt: {args.prompt!r}, max_tokens={args.max_tokens}, greedy\n")
+
+    with tempfile.TemporaryDirectory(prefix="pensieve-bench-") as tmp:
+        cache_dir = Path(tmp) / "cache"
+        print("[1/4] importing the bundled GGUF ...", flush=True)
+        imported = bench_import(cache_dir)
+        print(
+            f"      first {imported['import_first_s']:.2f} s, "
+            f"cached {imported['import_cached_s'] * 1000:.2f} ms"
+        )
+        print("[2/4] raw mlx-lm load + decode in a subprocess ...", flush=True)
+        raw = bench_raw(Path(imported["model_dir"]), args.prompt, args.max_tokens)
+        print(
+            f"      load {raw['load_s']:.2f} s, {raw['output_tokens']} tokens "
+            f"({raw['finish_reason']}) at {raw['generation_tps']:.2f} tok/s"
+        )
+        print("[3/4] gunicorn start -> /health ready ...", flush=True)
+        print("[4/4] streamed /v1/messages through the server ...", flush=True)
+        server = bench_server(
+            cache_dir, Path(tmp) / "gunicorn.log", args.prompt, args.max_tokens
+        )
+        print(
+            f"      ready in {server['start_to_ready_s']:.2f} s, "
+            f"{server['output_tokens']} tokens ({server['stop_reason']}) "
+            f"at {server['decode_tps']:.2f} tok/s"
+        )
+    info["loadavg_end"] = round(os.getloadavg()[0], 2)
+
+    ratio = ratio_matched = None
+    if server["decode_tps"] and raw["generation_tps"]:
+        ratio = server["decode_tps"] / raw["generation_tps"]
+    if server["decode_tps"] and raw["decode_tps_matched"]:
+        ratio_matched = server["decode_tps"] / raw["decode_tps_matched"]
+    same_text = server["text"] == raw["text"]
+    busiest = max(info["loadavg_start"], info["loadavg_end"])
+    if busiest > 0.5 * (info["cpu_count"] or 1):
+        print(
+            f"\nWARNING: load average reached {busiest} on {info['cpu_count']} "
+            "CPUs: other processes competed for the CPU, figures are noisy."
+        )
+    if server["output_tokens"] != raw["output_tokens"]:
+        print(
+            f"\nWARNING: token counts differ (server {server['output_tokens']}, "
+            f"raw {raw['output_tokens']}); the decode rates are less comparable."
+        )
+
+    rows = [
+        ("GGUF import, first", fmt(imported["import_first_s"], " s")),
+        ("GGUF import, cached", fmt(imported["import_cached_s"] * 1000, " ms")),
+        ("python start-up (subprocess)", fmt(raw["python_startup_s"], " s")),
+        ("import mlx.core + mlx_lm", fmt(raw["import_s"], " s")),
+        ("mlx_lm.load(dir)", fmt(raw["load_s"], " s")),
+        ("server start -> /health 200", fmt(server["start_to_ready_s"], " s")),
+        ("  of which worker load (/health)", fmt(server["worker_load_s"], " s")),
+        ("prompt tokens / raw prefill", f"{raw['prompt_tokens']} / "
+         f"{raw['prompt_tps']:.1f} tok/s"),
+        ("raw tokens (finish)", f"{raw['output_tokens']} ({raw['finish_reason']})"),
+        ("raw decode, mlx generation_tps", fmt(raw["generation_tps"], " tok/s")),
+        ("raw decode, (n-1)/first->last", fmt(raw["decode_tps_matched"], " tok/s")),
+        ("server tokens (stop_reason)",
+         f"{server['output_tokens']} ({server['stop_reason']})"),
+        ("server time to first delta", fmt(server["time_to_first_delta_s"], " s")),
+        ("server decode, (n-1)/delta->stop", fmt(server["decode_tps"], " tok/s")),
+        ("ratio server/raw (generation_tps)", fmt(ratio)),
+        ("ratio server/raw (same method)", fmt(ratio_matched)),
+        ("same generated text", str(same_text)),
+        ("load avg start / end",
+         f"{info['loadavg_start']} / {info['loadavg_end']}"),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    print(f"\n{'measure':<{width}}  value")
+    print(f"{'-' * width}  {'-' * 24}")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+    figures = {
+        "machine": info,
+        "prompt": args.prompt,
+        "max_tokens": args.max_tokens,
+        "model_id": imported["model_id"],
+        "backend": server["backend"],
+        "import_first_s": imported["import_first_s"],
+        "import_cached_s": imported["import_cached_s"],
+        "python_startup_s": raw["python_startup_s"],
+        "mlx_import_s": raw["import_s"],
+        "load_s": raw["load_s"],
+        "server_start_to_ready_s": server["start_to_ready_s"],
+        "server_worker_load_s": server["worker_load_s"],
+        "prompt_tokens": raw["prompt_tokens"],
+        "raw_prompt_tps": raw["prompt_tps"],
+        "raw_output_tokens": raw["output_tokens"],
+        "raw_finish_reason": raw["finish_reason"],
+        "raw_generation_tps": raw["generation_tps"],
+        "raw_decode_tps_matched": raw["decode_tps_matched"],
+        "server_output_tokens": server["output_tokens"],
+        "server_stop_reason": server["stop_reason"],
+        "server_time_to_first_delta_s": server["time_to_first_delta_s"],
+        "server_decode_tps": server["decode_tps"],
+        "ratio_server_over_raw": ratio,
+        "ratio_server_over_raw_matched": ratio_matched,
+        "same_text": same_text,
+    }
+    rounded = {
+        key: round(value, 4) if isinstance(value, float) else value
+        for key, value in figures.items()
+    }
+    print("\nJSON: " + json.dumps(rounded, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
