@@ -69,3 +69,22 @@ def test_system_turns_inside_messages_are_rendered(tokenizer: Any) -> None:
     ]
     text = text_of(tokenizer, messages)
     assert "Reminder: be brief." in text and text.count("<|im_start|>") == 5
+
+
+def test_streamed_pieces_never_split_a_character(bundled_model_dir: Path) -> None:
+    """The streaming detokenizer the engine uses holds back partial UTF-8."""
+    from mlx_lm.tokenizer_utils import load
+
+    wrapper = load(bundled_model_dir)
+    text = "héllo 日本語 🎉👍 ok"
+    detokenizer = wrapper.detokenizer
+    detokenizer.reset()
+    pieces = []
+    for token in wrapper.encode(text, add_special_tokens=False):
+        detokenizer.add_token(token)
+        pieces.append(detokenizer.last_segment)
+    detokenizer.finalize()
+    pieces.append(detokenizer.last_segment)
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in piece for piece in pieces)
+    assert len([p for p in pieces if p]) > 5  # it really streamed in pieces

@@ -169,6 +169,11 @@ class Engine:
             prefill_step_size=self._config["PREFILL_STEP_SIZE"],
         )
         stops = StopSequenceFilter(sampling.stop_sequences)
+        log.info(
+            "generating: %d prompt tokens, up to %d new tokens",
+            prompt.input_tokens,
+            sampling.max_tokens,
+        )
         output_tokens = 0
         started = time.monotonic()
         first_token_at = None
