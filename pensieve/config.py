@@ -15,6 +15,17 @@ from typing import Any
 DEFAULT_MODEL = "mlx-community/Phi-3-mini-128k-instruct-4bit"
 
 
+def choice(*allowed: str) -> Callable[[str], str]:
+    """A parser accepting only `allowed` values."""
+
+    def parse(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}; got {value!r}")
+        return value
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Setting:
     """One configuration value."""
@@ -66,6 +77,23 @@ SETTINGS: tuple[Setting, ...] = (
         32 * 1024 * 1024,
         int,
         "Largest request body accepted; larger ones get 413 request_too_large.",
+    ),
+    Setting(
+        "CPU_PROFILE",
+        "auto",
+        choice("auto", "off"),
+        "auto: on the CPU backend, route MLX's matmuls to OpenBLAS and serve "
+        "small models with float32 weights; off: plain MLX.",
+    ),
+    Setting(
+        "CPU_THREADS", 0, int, "BLAS threads for the CPU profile (0: one per core)."
+    ),
+    Setting(
+        "CPU_DEQUANTIZE_MAX_MB",
+        2048,
+        int,
+        "Largest float32 model size the CPU profile dequantises to (MiB); "
+        "larger models keep their quantised weights.",
     ),
     Setting("PREFILL_STEP_SIZE", 512, int, "Prompt tokens processed per model call."),
 )

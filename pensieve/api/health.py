@@ -39,6 +39,7 @@ def health() -> tuple[Response, int]:
         "backend": loaded.backend if loaded else None,
         "context_length": loaded.context_length if loaded else None,
         "load_seconds": round(loaded.load_seconds, 3) if loaded else None,
+        "cpu_profile": list(loaded.profile) if loaded else None,
         "memory": {"rss_bytes": rss_bytes()},
         "uptime_seconds": round(time.time() - engine.started_at, 1),
         "requests_waiting": engine.waiting,

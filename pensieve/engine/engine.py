@@ -28,7 +28,7 @@ from .events import (
     ToolSpec,
     Usage,
 )
-from .model import LoadedModel, Step, decode, load_model
+from .model import CPUProfile, LoadedModel, Step, decode, load_model
 from .prompt import render_prompt
 from .runner import InferenceThread, new_lock
 from .stops import StopSequenceFilter
@@ -87,7 +87,12 @@ class Engine:
         resolved = self.resolve()
         self._thread = InferenceThread()
         self._lock = new_lock()
-        self._loading = self._thread.submit(load_model, resolved.path)
+        profile = CPUProfile(
+            enabled=self._config["CPU_PROFILE"] == "auto",
+            threads=self._config["CPU_THREADS"],
+            dequantize_max_bytes=self._config["CPU_DEQUANTIZE_MAX_MB"] * 1024**2,
+        )
+        self._loading = self._thread.submit(load_model, resolved.path, profile)
         self._loading.add_done_callback(self._log_loaded)
 
     def _log_loaded(self, future: concurrent.futures.Future[LoadedModel]) -> None:
@@ -97,7 +102,10 @@ class Engine:
         else:
             loaded = future.result()
             log.info(
-                "model loaded in %.2f s on %s", loaded.load_seconds, loaded.backend
+                "model loaded in %.2f s on %s; CPU profile: %s",
+                loaded.load_seconds,
+                loaded.backend,
+                ", ".join(loaded.profile) or "off",
             )
 
     @property

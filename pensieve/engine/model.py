@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import cpu
 from .events import SamplingParams
+
+
+@dataclass(frozen=True)
+class CPUProfile:
+    """How to run on the CPU backend (see pensieve/engine/cpu.py)."""
+
+    enabled: bool = True
+    threads: int = 0  # 0: one per available core
+    dequantize_max_bytes: int = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,7 @@ class LoadedModel:
     context_length: int
     backend: str  # "cpu", "cuda" or "metal"
     load_seconds: float
+    profile: tuple[str, ...] = ()  # what the CPU profile changed
 
 
 @dataclass(frozen=True)
@@ -34,19 +45,36 @@ class Step:
     finish: str | None = None  # "end_turn" or "max_tokens"
 
 
-def load_model(path: Path) -> LoadedModel:
-    """Load an mlx-lm model directory. Runs on the inference thread."""
+def load_model(path: Path, cpu_profile: CPUProfile) -> LoadedModel:
+    """Load an mlx-lm model directory. Runs on the inference thread.
+
+    With the CPU profile enabled, OpenBLAS is routed in before mlx is imported
+    and, on the CPU backend, a model small enough is served in float32.
+    """
+    started = time.monotonic()
+    profile: list[str] = []
+    if cpu_profile.enabled:
+        threads = cpu_profile.threads or cpu.default_threads()
+        if blas := cpu.preload_blas(threads):
+            profile.append(blas)
+
     import mlx.core as mx
     from mlx_lm import load
 
-    started = time.monotonic()
     model, tokenizer, config = load(str(path), return_config=True)
+    backend = _backend(mx)
+    if cpu_profile.enabled and backend == "cpu":
+        size = cpu.float32_bytes(model)
+        if size <= cpu_profile.dequantize_max_bytes:
+            cpu.dequantize(model)
+            profile.append(f"float32 weights ({size / 1024**2:.0f} MiB)")
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         context_length=_context_length(config, tokenizer),
-        backend=_backend(mx),
+        backend=backend,
         load_seconds=time.monotonic() - started,
+        profile=tuple(profile),
     )
 
 
