@@ -67,7 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MODEL_ALIASES",
-        "claude-opus-4-1,claude-sonnet-4-5,claude-haiku-4-5",
+        "claude-opus-5-5,claude-sonnet-5-5,claude-haiku-5-5",
         str,
         "Comma-separated model ids listed by /v1/models besides the local id "
         "(every id is served by the loaded model).",

@@ -105,6 +105,7 @@ def server(
         "PENSIEVE_HOST": "127.0.0.1",
         "PENSIEVE_API_KEY": API_KEY,
         "PENSIEVE_KEEPALIVE_SECONDS": "1",  # so that prefill pings show in tests
+        "PENSIEVE_MAX_REQUEST_BYTES": "2000000",
     }
     log_path = tmp_path_factory.mktemp("server") / "gunicorn.log"
     with running_server(env, log_path) as running:

@@ -14,7 +14,7 @@ from pensieve.sse import ServerSentEvent
 
 KEY = "test-key"
 OK_BODY = {
-    "model": "claude-sonnet-4-5",
+    "model": "claude-sonnet-5-5",
     "max_tokens": 10,
     "messages": [{"role": "user", "content": "Hi"}],
 }
@@ -420,10 +420,10 @@ def test_models_list_and_retrieve(client: FlaskClient) -> None:
     assert listing["first_id"] == "fake-model" and listing["has_more"] is False
     assert listing["last_id"] == listing["data"][-1]["id"]
     one = client.get(
-        "/v1/models/claude-opus-4-1", headers={"x-api-key": KEY}
+        "/v1/models/claude-opus-5-5", headers={"x-api-key": KEY}
     ).get_json()
     assert set(one) == {"type", "id", "display_name", "created_at"}
-    assert one["id"] == "claude-opus-4-1" and "fake-model" in one["display_name"]
+    assert one["id"] == "claude-opus-5-5" and "fake-model" in one["display_name"]
     assert_error(client.get("/v1/models"), 401, "authentication_error")
 
 

@@ -46,7 +46,7 @@ def test_non_streaming_message_has_the_exact_shape(server: Server) -> None:
     response = post(
         server,
         {
-            "model": "claude-sonnet-4-5",
+            "model": "claude-sonnet-5-5",
             "max_tokens": 24,
             "messages": QUESTION,
             "temperature": 0,
@@ -123,7 +123,7 @@ def test_greedy_is_deterministic(client: anthropic.Anthropic) -> None:
 
 def test_sdk_create(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
-        model="claude-haiku-4-5",
+        model="claude-haiku-5-5",
         max_tokens=8,
         system="You answer in one word.",
         messages=[{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
@@ -136,7 +136,7 @@ def test_sdk_create(client: anthropic.Anthropic) -> None:
 
 def test_sdk_stream(client: anthropic.Anthropic) -> None:
     with client.messages.stream(
-        model="claude-opus-4-1",
+        model="claude-opus-5-5",
         max_tokens=10,
         messages=QUESTION,
         extra_body={"temperature": 0},
