@@ -15,7 +15,7 @@ from flask import Flask, Response, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from .engine import EngineUnavailable, PromptTooLong
+from .engine import EngineBusy, EngineUnavailable, PromptTooLong
 from .sse import ServerSentEvent
 
 log = logging.getLogger(__name__)
@@ -27,9 +27,10 @@ class APIError(Exception):
     status = 500
     type = "api_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}
 
 
 class InvalidRequest(APIError):
@@ -50,6 +51,13 @@ class NotFound(APIError):
 class RequestTooLarge(APIError):
     status = 413
     type = "request_too_large"
+
+
+class Overloaded(APIError):
+    """529: the model is busy; clients such as Claude Code retry by themselves."""
+
+    status = 529
+    type = "overloaded_error"
 
 
 class ModelUnavailable(APIError):
@@ -97,6 +105,8 @@ def as_api_error(error: Exception) -> APIError:
         return InvalidRequest(validation_message(error.messages))
     if isinstance(error, PromptTooLong):
         return InvalidRequest(str(error))
+    if isinstance(error, EngineBusy):
+        return Overloaded(str(error), {"retry-after": str(error.retry_after)})
     if isinstance(error, EngineUnavailable):
         return ModelUnavailable(f"the model is unavailable: {error}")
     if isinstance(error, HTTPException):
@@ -110,7 +120,9 @@ def as_api_error(error: Exception) -> APIError:
 
 def error_response(error: Exception) -> tuple[Response, int]:
     api_error = as_api_error(error)
-    return jsonify(error_body(api_error.type, api_error.message)), api_error.status
+    response = jsonify(error_body(api_error.type, api_error.message))
+    response.headers.update(api_error.headers)
+    return response, api_error.status
 
 
 def error_event(error: Exception) -> ServerSentEvent:

@@ -18,6 +18,7 @@ from pensieve.engine import (
     ToolSpec,
     Usage,
 )
+from pensieve.engine.cache import PromptCache
 from pensieve.models.resolve import ResolvedModel
 
 
@@ -26,7 +27,9 @@ class FakeEngine:
 
     status = "ready"
     waiting = 0
+    running = None
     error = None
+    prompt_cache = PromptCache(max_entries=0, max_bytes=0)
     context_length = 64
 
     def __init__(self, pieces: list[str], keepalives: int = 0) -> None:
@@ -52,7 +55,12 @@ class FakeEngine:
             raise PromptTooLong(size, self.context_length - 1)
         return Prompt(list(range(size)), self.context_length - size)
 
-    def generate(self, prompt: Prompt, sampling: SamplingParams) -> Iterator[Event]:
+    def admit(self) -> None:
+        pass
+
+    def generate(
+        self, prompt: Prompt, sampling: SamplingParams, *, request_id: str = ""
+    ) -> Iterator[Event]:
         for _ in range(self.keepalives):
             yield KeepAlive()
         pieces = self.pieces[: min(sampling.max_tokens, prompt.max_new_tokens)]

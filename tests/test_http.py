@@ -225,7 +225,7 @@ def test_internal_errors_hide_the_stack_trace(
 def test_error_after_stream_start_is_an_error_event(
     client: FlaskClient, engine: FakeEngine
 ) -> None:
-    def failing(prompt: Any, sampling: Any) -> Any:
+    def failing(prompt: Any, sampling: Any, **kwargs: Any) -> Any:
         yield from ()
         raise RuntimeError("boom")
 

@@ -232,7 +232,8 @@ def test_health_answers_quickly_while_a_long_generation_streams(server: Server) 
 
 def test_pings_keep_the_stream_alive_during_prefill(server: Server) -> None:
     """A prompt that takes seconds to prefill: pings arrive before the first token."""
-    long_prompt = "Repeat after me: " + "the quick brown fox jumps. " * 12
+    # ~2,400 tokens: seconds of prefill even with the CPU profile.
+    long_prompt = "Repeat after me: " + "the quick brown fox jumps. " * 400
     body = {
         "model": "m",
         "max_tokens": 2,

@@ -6,6 +6,7 @@ import os
 import resource
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -43,6 +44,11 @@ def health() -> tuple[Response, int]:
         "memory": {"rss_bytes": rss_bytes()},
         "uptime_seconds": round(time.time() - engine.started_at, 1),
         "requests_waiting": engine.waiting,
+        "running": asdict(engine.running) if engine.running else None,
+        "prompt_cache": {
+            "entries": len(engine.prompt_cache),
+            "bytes": engine.prompt_cache.nbytes,
+        },
         "error": engine.error,
     }
     return jsonify(body), 200 if engine.status == "ready" else 503

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from ..engine import Event, Finished, KeepAlive, TextDelta, Usage
 from ..errors import InvalidRequest, error_event
@@ -35,8 +35,8 @@ def usage_object(usage: Usage) -> dict[str, int]:
     return {
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+        "cache_read_input_tokens": usage.cache_read_input_tokens,
     }
 
 
@@ -60,10 +60,17 @@ def create_message() -> Response:
     params = MessagesRequestSchema().load(json_body())
     engine = get_engine()
     prompt = engine.prepare(params.messages, params.tools)
-    events = engine.generate(prompt, params.sampling)
+    engine.admit()
+    events = engine.generate(prompt, params.sampling, request_id=g.request_id)
     message_id = f"msg_{uuid.uuid4().hex[:24]}"
     model = engine.resolve().model_id
-    start = message_object(message_id, model, [], Usage(prompt.input_tokens, 0))
+    cached = prompt.cached_estimate  # exact figures follow in message_delta
+    start = message_object(
+        message_id,
+        model,
+        [],
+        Usage(prompt.input_tokens - cached, 0, cache_read_input_tokens=cached),
+    )
     if params.stream:
         return sse_response(stream_events(start, events), on_error=error_event)
     return jsonify(complete_message(start, events))
@@ -134,7 +141,7 @@ def stream_events(
                         "stop_reason": event.stop_reason,
                         "stop_sequence": event.stop_sequence,
                     },
-                    "usage": {"output_tokens": event.usage.output_tokens},
+                    "usage": usage_object(event.usage),
                 },
             )
             yield ServerSentEvent("message_stop", {"type": "message_stop"})

@@ -1,6 +1,6 @@
 """The model owner: inference thread, lock, generation events, sampling."""
 
-from .engine import Engine, EngineUnavailable, PromptTooLong
+from .engine import Engine, EngineBusy, EngineUnavailable, PromptTooLong
 from .events import (
     ChatMessage,
     Event,
@@ -17,6 +17,7 @@ from .events import (
 __all__ = [
     "ChatMessage",
     "Engine",
+    "EngineBusy",
     "EngineUnavailable",
     "Event",
     "Finished",

@@ -10,36 +10,43 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Generator, Iterator, Mapping
-from dataclasses import replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from ..config import model_is_default
 from ..models.resolve import ResolvedModel, default_cache_dir, resolve_model
-from .events import (
-    ChatMessage,
-    Event,
-    Finished,
-    KeepAlive,
-    Prompt,
-    SamplingParams,
-    TextDelta,
-    ToolSpec,
-    Usage,
-)
-from .model import CPUProfile, LoadedModel, Step, decode, load_model
+from .cache import PromptCache
+from .events import ChatMessage, Event, KeepAlive, Prompt, SamplingParams, ToolSpec
+from .generation import GenerationSettings, run_generation
+from .model import CPUProfile, LoadedModel, load_model
 from .prompt import render_prompt
-from .runner import InferenceThread, new_lock
-from .stops import StopSequenceFilter
+from .runner import FairLock, InferenceThread
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 Status = Literal["starting", "loading", "ready", "failed"]
 
 
 class EngineUnavailable(RuntimeError):
     """The model could not be resolved or loaded."""
+
+
+class EngineBusy(RuntimeError):
+    """The queue is full, or a request waited too long for the model."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RunningRequest:
+    """What /health shows of the request that holds the model."""
+
+    request_id: str
+    prompt_tokens: int
+    started_at: float
 
 
 class PromptTooLong(ValueError):
@@ -59,9 +66,13 @@ class Engine:
         self.started_at = time.time()
         self.resolved: ResolvedModel | None = None
         self.error: str | None = None
-        self.waiting = 0
+        self.running: RunningRequest | None = None
+        self.prompt_cache = PromptCache(
+            max_entries=self._config["PROMPT_CACHE_ENTRIES"],
+            max_bytes=self._config["PROMPT_CACHE_MB"] * 1024**2,
+        )
         self._thread: InferenceThread | None = None
-        self._lock: Any = None
+        self._lock: FairLock | None = None
         self._loading: concurrent.futures.Future[LoadedModel] | None = None
 
     def resolve(self) -> ResolvedModel:
@@ -86,7 +97,7 @@ class Engine:
             return
         resolved = self.resolve()
         self._thread = InferenceThread()
-        self._lock = new_lock()
+        self._lock = FairLock()
         profile = CPUProfile(
             enabled=self._config["CPU_PROFILE"] == "auto",
             threads=self._config["CPU_THREADS"],
@@ -144,89 +155,58 @@ class Engine:
         maximum = loaded.context_length - 1  # room for at least one new token
         if len(token_ids) > maximum:
             raise PromptTooLong(len(token_ids), maximum)
-        return Prompt(token_ids, loaded.context_length - len(token_ids))
+        return Prompt(
+            token_ids,
+            loaded.context_length - len(token_ids),
+            cached_estimate=self.prompt_cache.peek(token_ids),
+        )
 
-    def generate(self, prompt: Prompt, sampling: SamplingParams) -> Iterator[Event]:
-        """Events for one generation: deltas, keep-alives, then one Finished.
+    def admit(self) -> None:
+        """Refuse a new request while the queue is full (the client may retry)."""
+        if self.waiting >= self._config["QUEUE_DEPTH"]:
+            raise EngineBusy(
+                f"the model is busy: {self.waiting} requests are waiting",
+                retry_after=self._config["QUEUE_RETRY_AFTER"],
+            )
 
-        Waits for the model lock first; closing the iterator releases it.
+    @property
+    def waiting(self) -> int:
+        return self._lock.waiting if self._lock is not None else 0
+
+    def generate(
+        self, prompt: Prompt, sampling: SamplingParams, *, request_id: str = ""
+    ) -> Iterator[Event]:
+        """Events for one generation: keep-alives while queued, deltas, Finished.
+
+        Requests get the model in arrival order; one that waits longer than
+        the queue timeout gets EngineBusy. Closing the iterator leaves the queue
+        or releases the model.
         """
         loaded = self.loaded()
-        self.waiting += 1
+        assert self._thread is not None and self._lock is not None  # loaded() did
+        ticket = self._lock.enter()
         try:
-            while not self._lock.acquire(timeout=self._config["KEEPALIVE_SECONDS"]):
+            deadline = time.monotonic() + self._config["QUEUE_TIMEOUT"]
+            while not ticket.wait(timeout=self._config["KEEPALIVE_SECONDS"]):
+                if time.monotonic() > deadline:
+                    raise EngineBusy(
+                        "timed out waiting for the model",
+                        retry_after=self._config["QUEUE_RETRY_AFTER"],
+                    )
                 yield KeepAlive()
+            self.running = RunningRequest(request_id, prompt.input_tokens, time.time())
+            yield from run_generation(
+                self._thread,
+                loaded,
+                prompt,
+                sampling,
+                cache=self.prompt_cache,
+                settings=GenerationSettings(
+                    prefill_step_size=self._config["PREFILL_STEP_SIZE"],
+                    keepalive_seconds=self._config["KEEPALIVE_SECONDS"],
+                ),
+            )
         finally:
-            self.waiting -= 1
-        try:
-            yield from self._run(loaded, prompt, sampling)
-        finally:
-            self._lock.release()
-
-    def _run(
-        self, loaded: LoadedModel, prompt: Prompt, sampling: SamplingParams
-    ) -> Iterator[Event]:
-        assert self._thread is not None  # loaded() started it
-        sampling = replace(
-            sampling, max_tokens=min(sampling.max_tokens, prompt.max_new_tokens)
-        )
-        steps = decode(
-            loaded,
-            prompt.token_ids,
-            sampling,
-            prefill_step_size=self._config["PREFILL_STEP_SIZE"],
-        )
-        stops = StopSequenceFilter(sampling.stop_sequences)
-        log.info(
-            "generating: %d prompt tokens, up to %d new tokens",
-            prompt.input_tokens,
-            sampling.max_tokens,
-        )
-        output_tokens = 0
-        started = time.monotonic()
-        first_token_at = None
-        try:
-            while True:
-                step = yield from self._wait(self._thread.submit(next, steps))
-                first_token_at = first_token_at or time.monotonic()
-                if step.finish != "end_turn":
-                    output_tokens += 1
-                if text := stops.feed(step.text):
-                    yield TextDelta(text)
-                if stops.matched is not None:
-                    reason, matched = "stop_sequence", stops.matched
-                    break
-                if step.finish is not None:
-                    if rest := stops.flush():
-                        yield TextDelta(rest)
-                    reason, matched = step.finish, None
-                    break
-        finally:
-            # Closing the mlx generator must happen on the inference thread too.
-            self._thread.submit(steps.close)
-        usage = Usage(input_tokens=prompt.input_tokens, output_tokens=output_tokens)
-        log_generation(usage, reason, started, first_token_at or started)
-        yield Finished(reason, matched, usage)  # type: ignore[arg-type]
-
-    def _wait(
-        self, future: concurrent.futures.Future[Step]
-    ) -> Generator[KeepAlive, None, Step]:
-        """Wait for `future`, yielding a KeepAlive every keep-alive interval."""
-        while True:
-            try:
-                return future.result(timeout=self._config["KEEPALIVE_SECONDS"])
-            except TimeoutError:
-                yield KeepAlive()
-
-
-def log_generation(usage: Usage, reason: str, started: float, first: float) -> None:
-    decode_seconds = time.monotonic() - first
-    log.info(
-        "generated %d tokens from a %d-token prompt: first token after %.2f s, "
-        "%.1f tokens/s, stop: %s",
-        usage.output_tokens,
-        usage.input_tokens,
-        first - started,
-        (usage.output_tokens - 1) / decode_seconds if decode_seconds > 0 else 0.0,
-        reason,
-    )
+            if ticket.is_set():
+                self.running = None
+            self._lock.leave(ticket)

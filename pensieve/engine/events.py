@@ -57,6 +57,7 @@ class Prompt:
 
     token_ids: list[int] = field(repr=False)
     max_new_tokens: int  # what fits in the context window after the prompt
+    cached_estimate: int = 0  # prompt-cache tokens a generation would reuse now
 
     @property
     def input_tokens(self) -> int:
@@ -65,8 +66,12 @@ class Prompt:
 
 @dataclass(frozen=True)
 class Usage:
+    """Token counts. `input_tokens` excludes what was read from the prompt cache."""
+
     input_tokens: int
     output_tokens: int
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cpu
+from .cache import PromptCache
 from .events import SamplingParams
 
 
@@ -39,10 +40,30 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class Step:
-    """One decoded token's text; `finish` is set on the last step."""
+    """One decoded token's text; `finish` is set on the last step.
+
+    The first step of every generation carries no text, only `cached`: how
+    many prompt tokens came from the prompt cache.
+    """
 
     text: str
     finish: str | None = None  # "end_turn" or "max_tokens"
+    cached: int | None = None
+
+
+class Cancelled(Exception):
+    """The request went away; raised between prefill chunks."""
+
+
+@dataclass
+class Cancellation:
+    """Set from the request's greenlet, read on the inference thread."""
+
+    requested: bool = False
+
+    def check(self, *_: Any) -> None:
+        if self.requested:
+            raise Cancelled
 
 
 def load_model(path: Path, cpu_profile: CPUProfile) -> LoadedModel:
@@ -99,35 +120,53 @@ def decode(
     sampling: SamplingParams,
     *,
     prefill_step_size: int,
+    prompt_cache: PromptCache,
+    cancellation: Cancellation,
 ) -> Iterator[Step]:
-    """Generate from `token_ids`, one Step per token. Runs on the inference thread."""
+    """Generate from `token_ids`, one Step per token. Runs on the inference thread.
+
+    Starts from the longest cached prefix, and stores the KV it built (even of
+    a cancelled or stopped generation) back into the prompt cache.
+    """
     import mlx.core as mx
     from mlx_lm.generate import generate_step
+    from mlx_lm.models.cache import make_prompt_cache
     from mlx_lm.sample_utils import make_sampler
 
-    sampler = make_sampler(
-        temp=sampling.temperature,
-        top_p=sampling.top_p or 0.0,
-        top_k=sampling.top_k or 0,
-    )
+    hit = prompt_cache.take(token_ids)
+    kv = hit.kv if hit.kv is not None else make_prompt_cache(loaded.model)
+    yield Step("", cached=hit.reused)
     tokenizer = loaded.tokenizer
     detokenizer = tokenizer.detokenizer
     detokenizer.reset()
-    tokens = generate_step(
-        mx.array(token_ids),
-        loaded.model,
-        max_tokens=sampling.max_tokens,
-        sampler=sampler,
-        prefill_step_size=prefill_step_size,
-    )
-    for count, (token, _) in enumerate(tokens, start=1):
-        if token in tokenizer.eos_token_ids:
-            detokenizer.finalize()
-            yield Step(detokenizer.last_segment, "end_turn")
-            return
-        detokenizer.add_token(token)
-        if count == sampling.max_tokens:
-            detokenizer.finalize()
-            yield Step(detokenizer.last_segment, "max_tokens")
-            return
-        yield Step(detokenizer.last_segment)
+    generated: list[int] = []
+    try:
+        tokens = generate_step(
+            mx.array(token_ids[hit.reused :]),
+            loaded.model,
+            max_tokens=sampling.max_tokens,
+            sampler=make_sampler(
+                temp=sampling.temperature,
+                top_p=sampling.top_p or 0.0,
+                top_k=sampling.top_k or 0,
+            ),
+            prompt_cache=kv,
+            prefill_step_size=prefill_step_size,
+            prompt_progress_callback=cancellation.check,
+        )
+        for token, _ in tokens:
+            generated.append(token)
+            if token in tokenizer.eos_token_ids:
+                detokenizer.finalize()
+                yield Step(detokenizer.last_segment, "end_turn")
+                return
+            detokenizer.add_token(token)
+            if len(generated) == sampling.max_tokens:
+                detokenizer.finalize()
+                yield Step(detokenizer.last_segment, "max_tokens")
+                return
+            yield Step(detokenizer.last_segment)
+    finally:
+        known = token_ids + generated
+        if kv and kv[0].offset <= len(known):
+            prompt_cache.store(known[: kv[0].offset], kv)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,13 +26,45 @@ def gevent_is_active() -> bool:
     return bool(monkey.is_module_patched("threading"))
 
 
-def new_lock() -> Any:
-    """A lock that waits cooperatively under gevent and natively otherwise."""
-    if gevent_is_active():
-        from gevent.lock import Semaphore
+class FairLock:
+    """The model lock: granted in arrival order, with a visible queue.
 
-        return Semaphore(1)
-    return threading.Lock()
+    A releasing holder hands the lock to the longest waiter directly, so a
+    waiter that wakes up to send a keep-alive never loses its place. Built on
+    `threading` primitives, which gevent patches in the gunicorn worker: create
+    it after the patch (the engine does, in `start`).
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._queue: deque[threading.Event] = deque()
+        self._held = False
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def enter(self) -> threading.Event:
+        """Join the queue; the returned ticket is set once the lock is granted."""
+        ticket = threading.Event()
+        with self._mutex:
+            if not self._held and not self._queue:
+                self._held = True
+                ticket.set()
+            else:
+                self._queue.append(ticket)
+        return ticket
+
+    def leave(self, ticket: threading.Event) -> None:
+        """Give up a ticket: release the lock if granted, else leave the queue."""
+        with self._mutex:
+            if ticket in self._queue:
+                self._queue.remove(ticket)
+                return
+            if self._queue:
+                self._queue.popleft().set()  # hand over directly: no barging
+            else:
+                self._held = False
 
 
 class InferenceThread:

@@ -32,6 +32,9 @@ from .content import (
 ROLES = ("user", "assistant", "system")
 TOOL_NAME = validate.Regexp(r"^[a-zA-Z0-9_-]{1,128}$", error="must match {regex}")
 STRICT_BOOL = {"truthy": {True}, "falsy": {False}}
+# Claude Code stamps its first system block per request; rendering it would
+# change the prompt's first tokens every turn and defeat the prompt cache.
+BILLING_HEADER = "x-anthropic-billing-header:"
 
 
 class StrictFloat(fields.Float):
@@ -205,7 +208,11 @@ class MessagesRequestSchema(Schema):
 
     @post_load
     def to_request(self, data: dict[str, Any], **kwargs: Any) -> MessagesRequest:
-        system = [block.text for block in data.get("system", [])]
+        system = [
+            block.text
+            for block in data.get("system", [])
+            if not block.text.startswith(BILLING_HEADER)
+        ]
         messages = [ChatMessage("system", "\n".join(system))] if system else []
         for message in data["messages"]:
             messages.extend(to_chat_messages(message["role"], message["content"]))

@@ -1,0 +1,112 @@
+"""Prompt cache: the KV caches of recent prompts, reused by longest token prefix.
+
+Agents such as Claude Code resend the same long system prompt and tool list on
+every turn, plus a growing conversation: starting from the KV of the longest
+cached prefix turns a multi-second prefill into a few new tokens.
+
+Only the inference thread touches the caches' arrays (`take`, `store`); the
+greenlets may `peek` at the token lists to estimate usage ahead of time.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class CacheEntry:
+    tokens: list[int]
+    kv: list[Any] = field(repr=False)  # mlx-lm cache objects, one per layer
+    nbytes: int = 0
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A KV cache to start from and how many prompt tokens it already holds."""
+
+    kv: list[Any] | None
+    reused: int
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    size = min(len(a), len(b))
+    for index in range(size):
+        if a[index] != b[index]:
+            return index
+    return size
+
+
+class PromptCache:
+    """LRU store of KV caches, bounded by entries and bytes."""
+
+    def __init__(self, *, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: list[CacheEntry] = []  # least recently used first
+        self._guard = threading.Lock()  # short critical sections only
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_entries > 0 and self.max_bytes > 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(entry.nbytes for entry in self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def peek(self, prompt: Sequence[int]) -> int:
+        """How many prompt tokens a `take` would reuse now (no mlx calls)."""
+        with self._guard:
+            entries = list(self._entries)
+        return max((self._usable(entry, prompt) for entry in entries), default=0)
+
+    def take(self, prompt: Sequence[int]) -> CacheHit:
+        """The best cache for `prompt`; an exact prefix is handed over, not copied."""
+        with self._guard:
+            scored = [(self._usable(e, prompt), i) for i, e in enumerate(self._entries)]
+            reused, index = max(scored, default=(0, -1))
+            if reused == 0:
+                return CacheHit(None, 0)
+            entry = self._entries[index]
+            if reused == len(entry.tokens):
+                del self._entries[index]  # it will be extended in place
+                return CacheHit(entry.kv, reused)
+        # A longer entry: keep it, and start from a trimmed copy of it.
+        from mlx_lm.models.cache import trim_prompt_cache
+
+        kv = copy.deepcopy(entry.kv)
+        trim_prompt_cache(kv, len(entry.tokens) - reused)
+        return CacheHit(kv, reused)
+
+    def store(self, tokens: list[int], kv: list[Any]) -> None:
+        """Keep `kv`, which holds exactly `tokens`, evicting the least recently used."""
+        if not self.enabled or not tokens:
+            return
+        entry = CacheEntry(list(tokens), kv, sum(c.nbytes for c in kv))
+        if entry.nbytes > self.max_bytes:
+            return
+        with self._guard:
+            # An entry that is a prefix of the new one is now redundant.
+            self._entries = [
+                e
+                for e in self._entries
+                if common_prefix(e.tokens, tokens) < len(e.tokens)
+            ]
+            self._entries.append(entry)
+            while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
+                self._entries.pop(0)
+
+    @staticmethod
+    def _usable(entry: CacheEntry, prompt: Sequence[int]) -> int:
+        """Tokens of `entry` reusable for `prompt`, leaving one prompt token to run."""
+        reused = min(common_prefix(entry.tokens, prompt), len(prompt) - 1)
+        trimmable = all(layer.is_trimmable() for layer in entry.kv)
+        if reused < len(entry.tokens) and not trimmable:
+            return 0
+        return max(reused, 0)

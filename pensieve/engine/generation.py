@@ -1,0 +1,120 @@
+"""One generation, seen from the request's greenlet: typed events out.
+
+The decode generator lives on the inference thread; this side pulls one step
+at a time from it, waiting cooperatively, turns steps into text deltas (with
+stop sequences held back) and keep-alives, and ends with one Finished event.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, replace
+
+from .cache import PromptCache
+from .events import Event, Finished, KeepAlive, Prompt, SamplingParams, TextDelta, Usage
+from .model import Cancellation, LoadedModel, Step, decode
+from .runner import InferenceThread
+from .stops import StopSequenceFilter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    prefill_step_size: int
+    keepalive_seconds: float
+
+
+def run_generation(
+    thread: InferenceThread,
+    loaded: LoadedModel,
+    prompt: Prompt,
+    sampling: SamplingParams,
+    *,
+    cache: PromptCache,
+    settings: GenerationSettings,
+) -> Iterator[Event]:
+    """Events for one generation; the caller holds the model lock throughout.
+
+    Closing the iterator (the client went away) cancels a running prefill at
+    its next chunk and stops decoding after the current token.
+    """
+    sampling = replace(
+        sampling, max_tokens=min(sampling.max_tokens, prompt.max_new_tokens)
+    )
+    cancellation = Cancellation()
+    steps = decode(
+        loaded,
+        prompt.token_ids,
+        sampling,
+        prefill_step_size=settings.prefill_step_size,
+        prompt_cache=cache,
+        cancellation=cancellation,
+    )
+    stops = StopSequenceFilter(sampling.stop_sequences)
+    started = time.monotonic()
+    output_tokens = 0
+    try:
+        first = yield from wait(thread.submit(next, steps), settings.keepalive_seconds)
+        cached = first.cached or 0
+        while True:
+            step = yield from wait(
+                thread.submit(next, steps), settings.keepalive_seconds
+            )
+            if output_tokens == 0:
+                first_token_at = time.monotonic()
+            if step.finish != "end_turn":
+                output_tokens += 1
+            if text := stops.feed(step.text):
+                yield TextDelta(text)
+            if stops.matched is not None:
+                reason, matched = "stop_sequence", stops.matched
+                break
+            if step.finish is not None:
+                if rest := stops.flush():
+                    yield TextDelta(rest)
+                reason, matched = step.finish, None
+                break
+    except GeneratorExit:
+        log.info("cancelled after %d generated tokens", output_tokens)
+        raise
+    finally:
+        cancellation.requested = True  # stops a prefill still running
+        thread.submit(steps.close)  # on the inference thread, like every mlx call
+    fresh = prompt.input_tokens - cached
+    usage = Usage(
+        input_tokens=fresh,
+        output_tokens=output_tokens,
+        cache_read_input_tokens=cached,
+        cache_creation_input_tokens=fresh if cache.enabled else 0,
+    )
+    log_generation(usage, reason, started, first_token_at)
+    yield Finished(reason, matched, usage)  # type: ignore[arg-type]
+
+
+def wait(
+    future: concurrent.futures.Future[Step], keepalive: float
+) -> Generator[KeepAlive, None, Step]:
+    """Wait for `future`, yielding a KeepAlive every `keepalive` seconds."""
+    while True:
+        try:
+            return future.result(timeout=keepalive)
+        except TimeoutError:
+            yield KeepAlive()
+
+
+def log_generation(usage: Usage, reason: str, started: float, first: float) -> None:
+    decode_seconds = time.monotonic() - first
+    log.info(
+        "generated %d tokens; prompt %d tokens (%d from cache); first token after "
+        "%.2f s; %.1f tokens/s; stop: %s",
+        usage.output_tokens,
+        usage.input_tokens + usage.cache_read_input_tokens,
+        usage.cache_read_input_tokens,
+        first - started,
+        (usage.output_tokens - 1) / decode_seconds if decode_seconds > 0 else 0.0,
+        reason,
+    )
