@@ -55,12 +55,18 @@ class FakeEngine:
             raise PromptTooLong(size, self.context_length - 1)
         return Prompt(list(range(size)), self.context_length - size)
 
+    def prepare_text(self, text: str) -> Prompt:
+        """A raw prompt (no chat template), one token per character."""
+        self.seen_text = text
+        return self.prepare([ChatMessage("user", text)])
+
     def admit(self) -> None:
         pass
 
     def generate(
-        self, prompt: Prompt, sampling: SamplingParams, *, request_id: str = ""
+        self, prompt: Prompt, sampling: SamplingParams, **options: object
     ) -> Iterator[Event]:
+        self.options = options
         for _ in range(self.keepalives):
             yield KeepAlive()
         pieces = self.pieces[: min(sampling.max_tokens, prompt.max_new_tokens)]

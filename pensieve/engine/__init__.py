@@ -10,12 +10,22 @@ from .events import (
     SamplingParams,
     TextDelta,
     ToolCall,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
     ToolSpec,
     Usage,
 )
+from .model import Constraint
+from .tools import ToolPolicy
 
 __all__ = [
     "ChatMessage",
+    "Constraint",
+    "ToolPolicy",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "ToolCallStart",
     "Engine",
     "EngineBusy",
     "EngineUnavailable",

@@ -20,9 +20,10 @@ from ..models.resolve import ResolvedModel, default_cache_dir, resolve_model
 from .cache import PromptCache
 from .events import ChatMessage, Event, KeepAlive, Prompt, SamplingParams, ToolSpec
 from .generation import GenerationSettings, run_generation
-from .model import CPUProfile, LoadedModel, load_model
+from .model import Constraint, CPUProfile, LoadedModel, load_model
 from .prompt import render_prompt
 from .runner import FairLock, InferenceThread
+from .tools import ToolPolicy
 
 log = logging.getLogger(__name__)
 Status = Literal["starting", "loading", "ready", "failed"]
@@ -174,7 +175,12 @@ class Engine:
         return self._lock.waiting if self._lock is not None else 0
 
     def generate(
-        self, prompt: Prompt, sampling: SamplingParams, *, request_id: str = ""
+        self,
+        prompt: Prompt,
+        sampling: SamplingParams,
+        *,
+        request_id: str = "",
+        constraint: Constraint | None = None,
     ) -> Iterator[Event]:
         """Events for one generation: keep-alives while queued, deltas, Finished.
 
@@ -205,6 +211,7 @@ class Engine:
                     prefill_step_size=self._config["PREFILL_STEP_SIZE"],
                     keepalive_seconds=self._config["KEEPALIVE_SECONDS"],
                 ),
+                constraint=constraint or Constraint(ToolPolicy()),
             )
         finally:
             if ticket.is_set():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-StopReason = Literal["end_turn", "max_tokens", "stop_sequence"]
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,28 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ToolCallStart:
+    """The model began a tool call."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of the call's arguments JSON; the pieces concatenate to all of it."""
+
+    partial_json: str
+
+
+@dataclass(frozen=True)
+class ToolCallEnd:
+    """The call is complete; `input` is its parsed arguments."""
+
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class KeepAlive:
     """Nothing new yet (waiting for the model or a long prefill)."""
 
@@ -95,4 +117,4 @@ class Finished:
     usage: Usage
 
 
-Event = TextDelta | KeepAlive | Finished
+Event = TextDelta | ToolCallStart | ToolCallDelta | ToolCallEnd | KeepAlive | Finished

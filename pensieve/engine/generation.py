@@ -15,9 +15,10 @@ from dataclasses import dataclass, replace
 
 from .cache import PromptCache
 from .events import Event, Finished, KeepAlive, Prompt, SamplingParams, TextDelta, Usage
-from .model import Cancellation, LoadedModel, Step, decode
+from .model import Cancellation, Constraint, LoadedModel, Step, decode
 from .runner import InferenceThread
 from .stops import StopSequenceFilter
+from .toolstream import ToolCallSplitter
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def run_generation(
     *,
     cache: PromptCache,
     settings: GenerationSettings,
+    constraint: Constraint,
 ) -> Iterator[Event]:
     """Events for one generation; the caller holds the model lock throughout.
 
@@ -53,8 +55,10 @@ def run_generation(
         prefill_step_size=settings.prefill_step_size,
         prompt_cache=cache,
         cancellation=cancellation,
+        constraint=constraint if constraint.needed else None,
     )
     stops = StopSequenceFilter(sampling.stop_sequences)
+    calls = ToolCallSplitter(enabled=constraint.policy.active)
     started = time.monotonic()
     output_tokens = 0
     try:
@@ -68,15 +72,17 @@ def run_generation(
                 first_token_at = time.monotonic()
             if step.finish != "end_turn":
                 output_tokens += 1
-            if text := stops.feed(step.text):
-                yield TextDelta(text)
+            yield from filter_text(calls.feed(step.text), stops)
             if stops.matched is not None:
                 reason, matched = "stop_sequence", stops.matched
                 break
             if step.finish is not None:
+                yield from filter_text(calls.finish(), stops)
                 if rest := stops.flush():
                     yield TextDelta(rest)
                 reason, matched = step.finish, None
+                if calls.calls and reason == "end_turn":
+                    reason = "tool_use"
                 break
     except GeneratorExit:
         log.info("cancelled after %d generated tokens", output_tokens)
@@ -93,6 +99,15 @@ def run_generation(
     )
     log_generation(usage, reason, started, first_token_at)
     yield Finished(reason, matched, usage)  # type: ignore[arg-type]
+
+
+def filter_text(events: list[Event], stops: StopSequenceFilter) -> Iterator[Event]:
+    """Pass events on; text goes through the stop-sequence filter first."""
+    for event in events:
+        if not isinstance(event, TextDelta):
+            yield event
+        elif stops.matched is None and (text := stops.feed(event.text)):
+            yield TextDelta(text)
 
 
 def wait(

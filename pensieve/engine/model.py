@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import cpu
 from .cache import PromptCache
 from .events import SamplingParams
+from .tools import ToolPolicy
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class LoadedModel:
     backend: str  # "cpu", "cuda" or "metal"
     load_seconds: float
     profile: tuple[str, ...] = ()  # what the CPU profile changed
+    extras: dict[str, Any] = field(default_factory=dict)  # built lazily, per model
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,25 @@ class Step:
     text: str
     finish: str | None = None  # "end_turn" or "max_tokens"
     cached: int | None = None
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What constrained decoding must enforce (built on the inference thread)."""
+
+    policy: ToolPolicy
+    response_schema: dict[str, Any] | None = None
+
+    @property
+    def needed(self) -> bool:
+        return self.policy.active or self.response_schema is not None
+
+    def build(self, loaded: LoadedModel) -> Any:
+        from .constrain import GrammarConstraint
+
+        return GrammarConstraint(
+            loaded, policy=self.policy, response_schema=self.response_schema
+        )
 
 
 class Cancelled(Exception):
@@ -122,6 +143,7 @@ def decode(
     prefill_step_size: int,
     prompt_cache: PromptCache,
     cancellation: Cancellation,
+    constraint: Constraint | None = None,
 ) -> Iterator[Step]:
     """Generate from `token_ids`, one Step per token. Runs on the inference thread.
 
@@ -133,6 +155,7 @@ def decode(
     from mlx_lm.models.cache import make_prompt_cache
     from mlx_lm.sample_utils import make_sampler
 
+    processors = [constraint.build(loaded)] if constraint is not None else None
     hit = prompt_cache.take(token_ids)
     kv = hit.kv if hit.kv is not None else make_prompt_cache(loaded.model)
     yield Step("", cached=hit.reused)
@@ -151,6 +174,7 @@ def decode(
                 top_k=sampling.top_k or 0,
             ),
             prompt_cache=kv,
+            logits_processors=processors,
             prefill_step_size=prefill_step_size,
             prompt_progress_callback=cancellation.check,
         )

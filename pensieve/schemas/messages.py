@@ -19,7 +19,8 @@ from marshmallow import (
     validates_schema,
 )
 
-from ..engine import ChatMessage, SamplingParams, ToolCall, ToolSpec
+from ..engine import ChatMessage, SamplingParams, ToolCall, ToolPolicy, ToolSpec
+from ..engine.tools import json_grammar
 from .content import (
     Block,
     ContentField,
@@ -91,6 +92,7 @@ class ToolSchema(Schema):
                 )
             if schema.get("type") != "object":
                 raise ValidationError('must have "type": "object"', "input_schema")
+            check_json_schema(schema, "input_schema")
 
     @post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> ToolSpec:
@@ -146,6 +148,29 @@ class OutputFormatSchema(Schema):
     type = fields.String(required=True, validate=validate.Equal("json_schema"))
     schema = fields.Dict(required=True)
 
+    @validates_schema
+    def schema_is_valid(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "schema" in data:
+            check_json_schema(data["schema"], "schema")
+
+
+def check_json_schema(schema: dict[str, Any], field: str) -> None:
+    """A JSON Schema both jsonschema and the constrained decoder accept."""
+    import jsonschema
+    import llguidance
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as error:
+        raise ValidationError(
+            f"not a valid JSON Schema: {error.message}", field
+        ) from None
+    problem = llguidance.LLMatcher.validate_grammar(json_grammar(schema))
+    if problem:
+        raise ValidationError(
+            f"not supported for constrained decoding: {problem}", field
+        )
+
 
 class OutputConfigSchema(Schema):
     class Meta:
@@ -162,10 +187,10 @@ class MessagesRequest:
     model: str
     messages: list[ChatMessage]
     tools: list[ToolSpec]
-    tool_choice: dict[str, Any]
+    tool_policy: ToolPolicy
     sampling: SamplingParams
     stream: bool
-    output_format: dict[str, Any] | None
+    response_schema: dict[str, Any] | None  # output_config.format's JSON schema
 
 
 class MessagesRequestSchema(Schema):
@@ -216,12 +241,18 @@ class MessagesRequestSchema(Schema):
         messages = [ChatMessage("system", "\n".join(system))] if system else []
         for message in data["messages"]:
             messages.extend(to_chat_messages(message["role"], message["content"]))
-        output_format = (data.get("output_config") or {}).get("format")
+        output_format = (data.get("output_config") or {}).get("format") or {}
+        choice = data.get("tool_choice", {"type": "auto"})
         return MessagesRequest(
             model=data["model"],
             messages=merge_turns(messages),
             tools=data["tools"],
-            tool_choice=data.get("tool_choice", {"type": "auto"}),
+            tool_policy=ToolPolicy(
+                tools=tuple(data["tools"]),
+                choice=choice["type"],
+                name=choice.get("name"),
+                parallel=not choice.get("disable_parallel_tool_use", False),
+            ),
             sampling=SamplingParams(
                 max_tokens=data["max_tokens"],
                 temperature=data.get("temperature", 1.0),
@@ -230,7 +261,7 @@ class MessagesRequestSchema(Schema):
                 stop_sequences=tuple(data.get("stop_sequences", ())),
             ),
             stream=data["stream"],
-            output_format=output_format,
+            response_schema=output_format.get("schema"),
         )
 
 
