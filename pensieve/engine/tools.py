@@ -68,7 +68,24 @@ def _quoted(text: str) -> str:
 
 
 def _schema(schema: dict[str, Any]) -> str:
-    return json.dumps({**schema, "x-guidance": {**JSON_OPTIONS, "lenient": True}})
+    options = {**JSON_OPTIONS, "lenient": True}
+    return json.dumps({**closed(schema), "x-guidance": options})
+
+
+def closed(schema: Any) -> Any:
+    """`schema` with objects closed to keys they do not list, where it is silent.
+
+    Every output of the closed schema is valid for the original one, and a
+    small model can no longer wander off adding keys until max_tokens.
+    """
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {key: closed(value) for key, value in schema.items()}
+    if "properties" in schema and "additionalProperties" not in schema:
+        result["additionalProperties"] = False
+    return result
 
 
 def call_rules(tools: tuple[ToolSpec, ...]) -> str:
