@@ -8,24 +8,29 @@ from typing import Any
 
 from flask import Flask, Response, g
 
-from . import api, auth, errors
-from .config import load_settings
+from . import api, auth, errors, lifecycle, metrics
+from .config import instance_path, load_settings
 from .engine import Engine
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. Creates the engine but loads nothing: see gunicorn.conf.py."""
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(
+        __name__, instance_path=str(instance_path()), instance_relative_config=True
+    )
     app.config.from_mapping(load_settings(test_config))
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
     app.json.sort_keys = False  # keep API objects in their documented order
     app.extensions["pensieve"] = Engine(app.config)
 
+    # Request hooks run in this order; a refusal (529, 401) skips the rest.
+    app.before_request(assign_request_id)
+    app.after_request(send_request_id)
+    metrics.init_app(app)
+    lifecycle.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
     api.init_app(app)
-    app.before_request(assign_request_id)
-    app.after_request(send_request_id)
     return app
 
 

@@ -8,8 +8,8 @@ from flask import Flask, current_app, request
 
 from .errors import AuthenticationFailed
 
-# Endpoints that answer without a key (health checks, the index).
-PUBLIC_ENDPOINTS = {"health.health", "health.index", "static"}
+# Endpoints that answer without a key (health checks, the index, metrics).
+PUBLIC_ENDPOINTS = {"health.health", "health.index", "metrics.metrics", "static"}
 
 
 def presented_key() -> str | None:

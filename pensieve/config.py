@@ -193,9 +193,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "GRACEFUL_TIMEOUT",
-        30.0,
-        seconds,
-        "On SIGTERM, how long in-flight requests may take to finish; new "
+        30,
+        integer(0),
+        "On SIGTERM, seconds in-flight requests may take to finish; new "
         "requests get 529 overloaded_error meanwhile.",
     ),
     Setting("LOG_FORMAT", "plain", choice("plain", "json"), "Log line format."),
@@ -221,7 +221,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "LOG_BACKUPS",
         3,
-        integer(0),
+        integer(1),
         "Rotated daemon log files kept (log.1 is the newest).",
     ),
 )

@@ -1,8 +1,12 @@
 """The API error hierarchy and the one place that renders errors.
 
-Views raise; the handlers here turn every failure into the Anthropic error
-envelope `{"type": "error", "error": {"type": ..., "message": ...}}`. After a
-stream has started, `error_event` gives the same object as a final SSE frame.
+Views raise; the handlers here turn every failure into the error envelope of
+the API the request speaks (see `pensieve.dialect`): Anthropic's
+`{"type": "error", "error": {"type": ..., "message": ...}}` or OpenAI's
+`{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}`, with the
+same status, except that OpenAI clients get 503 where Anthropic's get 529.
+After a stream has started, `error_event` and `openai_error_event` give the
+same objects as a final SSE frame.
 """
 
 from __future__ import annotations
@@ -15,22 +19,35 @@ from flask import Flask, Response, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from .dialect import speaks_openai
 from .engine import EngineBusy, EngineUnavailable, PromptTooLong
-from .sse import ServerSentEvent
+from .sse import DataEvent, ServerSentEvent
 
 log = logging.getLogger(__name__)
 
 
 class APIError(Exception):
-    """An error with an HTTP status and an Anthropic error type."""
+    """An error with an HTTP status and an Anthropic error type.
+
+    `param` (the offending field) and `code` show in OpenAI's envelope only.
+    """
 
     status = 500
     type = "api_error"
 
-    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        self.param = param
+        self.code = code
 
 
 class InvalidRequest(APIError):
@@ -76,6 +93,20 @@ HTTP_ERROR_TYPES = {
     429: "rate_limit_error",
 }
 
+# Anthropic error types as OpenAI's: (type, code for errors that set none).
+OPENAI_ERROR_TYPES: dict[str, tuple[str, str | None]] = {
+    "invalid_request_error": ("invalid_request_error", None),
+    "authentication_error": ("invalid_request_error", "invalid_api_key"),
+    "permission_error": ("invalid_request_error", None),
+    "not_found_error": ("invalid_request_error", None),
+    "request_too_large": ("invalid_request_error", "request_too_large"),
+    "rate_limit_error": ("requests", "rate_limit_exceeded"),
+    "overloaded_error": ("server_error", "overloaded"),
+    "api_error": ("server_error", None),
+}
+# 529 is Anthropic's own status; OpenAI clients know 503 with retry-after.
+OPENAI_STATUSES = {529: 503}
+
 
 def validation_message(messages: Any, path: str = "") -> str:
     """Flatten marshmallow's nested error dict into `field.path: problem` text."""
@@ -93,8 +124,30 @@ def validation_message(messages: Any, path: str = "") -> str:
     return f"{path}: {messages}" if path else str(messages)
 
 
+def first_field(messages: Any, path: str = "") -> str | None:
+    """The path of the first field in marshmallow's error dict (OpenAI's `param`)."""
+    if isinstance(messages, Mapping) and messages:
+        key, value = next(iter(messages.items()))
+        if key == "_schema":
+            return path or None
+        return first_field(value, f"{path}.{key}" if path else str(key))
+    return path or None
+
+
 def error_body(error_type: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": error_type, "message": message}}
+
+
+def openai_error_body(api_error: APIError) -> dict[str, Any]:
+    error_type, code = OPENAI_ERROR_TYPES.get(api_error.type, ("server_error", None))
+    return {
+        "error": {
+            "message": api_error.message,
+            "type": error_type,
+            "param": api_error.param,
+            "code": api_error.code or code,
+        }
+    }
 
 
 def as_api_error(error: Exception) -> APIError:
@@ -102,9 +155,11 @@ def as_api_error(error: Exception) -> APIError:
     if isinstance(error, APIError):
         return error
     if isinstance(error, ValidationError):
-        return InvalidRequest(validation_message(error.messages))
+        return InvalidRequest(
+            validation_message(error.messages), param=first_field(error.messages)
+        )
     if isinstance(error, PromptTooLong):
-        return InvalidRequest(str(error))
+        return InvalidRequest(str(error), code="context_length_exceeded")
     if isinstance(error, EngineBusy):
         return Overloaded(str(error), {"retry-after": str(error.retry_after)})
     if isinstance(error, EngineUnavailable):
@@ -119,16 +174,27 @@ def as_api_error(error: Exception) -> APIError:
 
 
 def error_response(error: Exception) -> tuple[Response, int]:
+    """The error in the envelope of the API the request speaks."""
     api_error = as_api_error(error)
-    response = jsonify(error_body(api_error.type, api_error.message))
+    if speaks_openai():
+        response = jsonify(openai_error_body(api_error))
+        status = OPENAI_STATUSES.get(api_error.status, api_error.status)
+    else:
+        response = jsonify(error_body(api_error.type, api_error.message))
+        status = api_error.status
     response.headers.update(api_error.headers)
-    return response, api_error.status
+    return response, status
 
 
 def error_event(error: Exception) -> ServerSentEvent:
     """The final frame of a stream that failed after it started."""
     api_error = as_api_error(error)
     return ServerSentEvent("error", error_body(api_error.type, api_error.message))
+
+
+def openai_error_event(error: Exception) -> DataEvent:
+    """The final frame of an OpenAI stream that failed after it started."""
+    return DataEvent(openai_error_body(as_api_error(error)))
 
 
 def init_app(app: Flask) -> None:

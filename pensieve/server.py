@@ -1,12 +1,95 @@
-"""Glue between gunicorn's hooks and the app."""
+"""Glue between gunicorn and the app: the engine accessor and the worker class.
+
+`DrainingGeventWorker` is gunicorn's gevent worker with a gentler SIGTERM.
+gunicorn's own closes the listening socket at once, so requests arriving
+during shutdown would be refused; this one keeps serving them a 529 (see
+`pensieve.lifecycle`) while the requests in flight finish, for up to
+`graceful_timeout` seconds, then closes the idle keep-alive connections and
+lets gunicorn's shutdown run.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+from contextlib import suppress
+from typing import Any
+
+import gevent
 from flask import Flask
+from gunicorn.workers.ggevent import GeventWorker
 
 from .engine import Engine
+from .lifecycle import Drain, drain_of
+
+# gunicorn's master kills the worker `graceful_timeout` seconds after SIGTERM;
+# the drain ends this much earlier so the worker's own shutdown fits in.
+SHUTDOWN_MARGIN_SECONDS = 1.0
 
 
 def engine_of(app: Flask) -> Engine:
     """The engine of an app built by `create_app`."""
     return app.extensions["pensieve"]
+
+
+class DrainingGeventWorker(GeventWorker):
+    """The gevent worker, draining on SIGTERM instead of refusing connections."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections: set[socket.socket] = set()
+
+    def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
+        """Serve one connection, remembering it so idle ones can be closed."""
+        self.connections.add(client)
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self.connections.discard(client)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        """One request; while draining, its connection closes after the answer."""
+        if drain_of(self.wsgi).draining:
+            req.must_close = True  # answer with `Connection: close`
+        return super().handle_request(listener_name, req, sock, addr)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: refuse new work, let the work in flight finish, then exit."""
+        if getattr(self, "wsgi", None) is None:  # not booted yet: nothing to drain
+            self.alive = False
+            return
+        drain = drain_of(self.wsgi)
+        if not drain.draining:
+            drain.begin()
+            gevent.spawn(self.finish_drain, drain)
+
+    def finish_drain(self, drain: Drain) -> None:
+        """Wait for the requests in flight, then let gunicorn's shutdown run."""
+        grace = max(self.cfg.graceful_timeout - SHUTDOWN_MARGIN_SECONDS, 0.0)
+        deadline = time.monotonic() + grace
+        self.log.info("draining: %d requests in flight", drain.in_flight)
+        while drain.in_flight > 0 and time.monotonic() < deadline:
+            self.notify()
+            gevent.sleep(0.1)
+        if drain.in_flight > 0:
+            self.log.warning(
+                "grace period over with %d requests in flight", drain.in_flight
+            )
+        else:
+            self.log.info("drained: no request in flight")
+            for client in list(self.connections):
+                end_reads(client)
+        self.alive = False
+
+
+def end_reads(client: socket.socket) -> None:
+    """Make an idle keep-alive connection's pending read see end-of-file.
+
+    Such a connection would hold the worker until gunicorn's keep-alive
+    timeout. The shutdown goes through a duplicate descriptor: gevent's own
+    `shutdown` wakes the reader with EBADF, which gunicorn logs as an error.
+    A response still being written completes (only reads are shut).
+    """
+    with suppress(OSError), socket.socket(fileno=os.dup(client.fileno())) as twin:
+        twin.shutdown(socket.SHUT_RD)

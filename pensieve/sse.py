@@ -1,4 +1,8 @@
-"""Server-sent events: a frame value object and the streaming response."""
+"""Server-sent events: frame value objects and the streaming response.
+
+Anthropic streams name every frame (`event:` then `data:`); OpenAI streams send
+bare `data:` frames, end with `data: [DONE]`, and keep alive with comments.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,17 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Response, stream_with_context
 
 log = logging.getLogger(__name__)
+
+
+class Frame(Protocol):
+    """Anything that encodes to SSE text."""
+
+    def encode(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -25,10 +35,39 @@ class ServerSentEvent:
         return f"event: {self.event}\ndata: {payload}\n\n"
 
 
+@dataclass(frozen=True)
+class DataEvent:
+    """One unnamed SSE frame, OpenAI's kind: a JSON `data:` line only."""
+
+    data: Any
+
+    def encode(self) -> str:
+        payload = json.dumps(self.data, ensure_ascii=False, separators=(",", ":"))
+        return f"data: {payload}\n\n"
+
+
+@dataclass(frozen=True)
+class Comment:
+    """An SSE comment line: clients ignore it; it keeps the connection alive."""
+
+    text: str
+
+    def encode(self) -> str:
+        return f": {self.text}\n\n"
+
+
+@dataclass(frozen=True)
+class Done:
+    """The `data: [DONE]` sentinel that ends an OpenAI stream."""
+
+    def encode(self) -> str:
+        return "data: [DONE]\n\n"
+
+
 def sse_response(
-    frames: Iterable[ServerSentEvent],
+    frames: Iterable[Frame],
     *,
-    on_error: Callable[[Exception], ServerSentEvent],
+    on_error: Callable[[Exception], Frame],
 ) -> Response:
     """Stream `frames`; an exception mid-stream becomes one final error frame.
 

@@ -127,6 +127,7 @@ def test_health_needs_no_key(client: FlaskClient) -> None:
         ({**OK_BODY, "temperature": 1.5}, "temperature"),
         ({**OK_BODY, "top_k": -1}, "top_k"),
         ({**OK_BODY, "stream": "yes"}, "stream"),
+        ({**OK_BODY, "stream": 1}, "stream"),
         ({**OK_BODY, "stop_sequences": "END"}, "stop_sequences"),
         ({**OK_BODY, "system": 7}, "system"),
         ({**OK_BODY, "model": ""}, "model"),
@@ -424,7 +425,10 @@ def test_models_list_and_retrieve(client: FlaskClient) -> None:
     ).get_json()
     assert set(one) == {"type", "id", "display_name", "created_at"}
     assert one["id"] == "claude-opus-5-5" and "fake-model" in one["display_name"]
-    assert_error(client.get("/v1/models"), 401, "authentication_error")
+    anthropic_client = {"anthropic-version": "2023-06-01"}
+    assert_error(
+        client.get("/v1/models", headers=anthropic_client), 401, "authentication_error"
+    )
 
 
 def test_body_over_the_limit_is_413(app: Flask) -> None:

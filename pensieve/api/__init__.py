@@ -14,8 +14,10 @@ def get_engine() -> Engine:
 
 def init_app(app: Flask) -> None:
     """Register every blueprint."""
-    from . import health, messages, models
+    from . import health, messages, metrics, models, openai
 
     app.register_blueprint(health.bp)
     app.register_blueprint(messages.bp)
     app.register_blueprint(models.bp)
+    app.register_blueprint(openai.bp)
+    app.register_blueprint(metrics.bp)

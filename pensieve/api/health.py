@@ -1,4 +1,7 @@
-"""`GET /health` and `/`: what is loaded and whether it can serve. No key needed."""
+"""`GET /health` and `/`: what is loaded and whether it can serve. No key needed.
+
+While the server drains on shutdown, the status is `draining` (and 503).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,9 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
+from ..lifecycle import drain_of
 from . import get_engine
 
 bp = Blueprint("health", __name__)
@@ -31,8 +35,9 @@ def health() -> tuple[Response, int]:
     engine = get_engine()
     loaded = engine.loaded_now()
     resolved = engine.resolved
+    status = "draining" if drain_of(current_app).draining else engine.status
     body: dict[str, Any] = {
-        "status": engine.status,
+        "status": status,
         "model": resolved.model_id if resolved else None,
         "model_path": str(resolved.path) if resolved else None,
         "model_source": resolved.source if resolved else None,
@@ -51,7 +56,7 @@ def health() -> tuple[Response, int]:
         },
         "error": engine.error,
     }
-    return jsonify(body), 200 if engine.status == "ready" else 503
+    return jsonify(body), 200 if status == "ready" else 503
 
 
 @bp.route("/", methods=["GET", "HEAD"])

@@ -1,6 +1,8 @@
-"""`GET /v1/models` and `GET /v1/models/{id}` in the Anthropic shape.
+"""`GET /v1/models` and `GET /v1/models/{id}`, in Anthropic's or OpenAI's shape.
 
-Any model id is served by the loaded model, so any id can be retrieved; the
+Anthropic clients (an `anthropic-version` or `x-api-key` header) get the
+Anthropic shape, every other client OpenAI's (see `pensieve.dialect`). Any
+model id is served by the loaded model, so any id can be retrieved; the
 listing shows the local model's id followed by the configured aliases.
 """
 
@@ -11,20 +13,36 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from ..dialect import speaks_openai
 from . import get_engine
 
 bp = Blueprint("models", __name__)
+OWNER = "pensieve"
+
+
+def created_at() -> datetime:
+    """When the local model's files were made (now, where that is unknown)."""
+    try:
+        mtime = get_engine().resolve().path.stat().st_mtime
+    except OSError:
+        return datetime.now(timezone.utc)
+    return datetime.fromtimestamp(mtime, timezone.utc)
 
 
 def model_object(model_id: str) -> dict[str, Any]:
-    resolved = get_engine().resolve()
-    try:
-        created = datetime.fromtimestamp(resolved.path.stat().st_mtime, timezone.utc)
-    except OSError:
-        created = datetime.now(timezone.utc)
-    display = resolved.model_id
-    if model_id != resolved.model_id:
-        display = f"{model_id} (served by {resolved.model_id})"
+    """The model in the shape of the API the request speaks."""
+    created = created_at()
+    if speaks_openai():
+        return {
+            "id": model_id,
+            "object": "model",
+            "created": int(created.timestamp()),
+            "owned_by": OWNER,
+        }
+    local_id = get_engine().resolve().model_id
+    display = local_id
+    if model_id != local_id:
+        display = f"{model_id} (served by {local_id})"
     return {
         "type": "model",
         "id": model_id,
@@ -42,6 +60,8 @@ def model_ids() -> list[str]:
 @bp.get("/v1/models")
 def list_models() -> Response:
     data = [model_object(model_id) for model_id in model_ids()]
+    if speaks_openai():
+        return jsonify({"object": "list", "data": data})
     return jsonify(
         {
             "data": data,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import metrics
 from ..config import model_is_default
 from ..models.resolve import ResolvedModel, default_cache_dir, resolve_model
 from .cache import PromptCache
@@ -153,6 +154,14 @@ class Engine:
         """Render and tokenise a conversation; raise PromptTooLong if it cannot fit."""
         loaded = self.loaded()
         token_ids = render_prompt(loaded.tokenizer, messages, tools or [])
+        return self._fit(loaded, token_ids)
+
+    def prepare_text(self, text: str) -> Prompt:
+        """Tokenise raw text (no chat template), as /v1/completions needs."""
+        loaded = self.loaded()
+        return self._fit(loaded, loaded.tokenizer.encode(text))
+
+    def _fit(self, loaded: LoadedModel, token_ids: list[int]) -> Prompt:
         maximum = loaded.context_length - 1  # room for at least one new token
         if len(token_ids) > maximum:
             raise PromptTooLong(len(token_ids), maximum)
@@ -192,7 +201,8 @@ class Engine:
         assert self._thread is not None and self._lock is not None  # loaded() did
         ticket = self._lock.enter()
         try:
-            deadline = time.monotonic() + self._config["QUEUE_TIMEOUT"]
+            queue_timeout = self._config["QUEUE_TIMEOUT"]
+            deadline = time.monotonic() + queue_timeout
             while not ticket.wait(timeout=self._config["KEEPALIVE_SECONDS"]):
                 if time.monotonic() > deadline:
                     raise EngineBusy(
@@ -200,6 +210,7 @@ class Engine:
                         retry_after=self._config["QUEUE_RETRY_AFTER"],
                     )
                 yield KeepAlive()
+            metrics.observe_queue_wait(time.monotonic() - (deadline - queue_timeout))
             self.running = RunningRequest(request_id, prompt.input_tokens, time.time())
             yield from run_generation(
                 self._thread,

@@ -49,6 +49,7 @@ class SamplingParams:
     top_p: float | None = None
     top_k: int | None = None
     stop_sequences: tuple[str, ...] = ()
+    seed: int | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 
+from .. import metrics
 from .cache import PromptCache
 from .events import Event, Finished, KeepAlive, Prompt, SamplingParams, TextDelta, Usage
 from .model import Cancellation, Constraint, LoadedModel, Step, decode
@@ -122,7 +123,15 @@ def wait(
 
 
 def log_generation(usage: Usage, reason: str, started: float, first: float) -> None:
+    """Log one finished generation and record it in the metrics."""
     decode_seconds = time.monotonic() - first
+    metrics.observe_generation(
+        ttft_seconds=first - started,
+        total_seconds=time.monotonic() - started,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_input_tokens,
+    )
     log.info(
         "generated %d tokens; prompt %d tokens (%d from cache); first token after "
         "%.2f s; %.1f tokens/s; stop: %s",

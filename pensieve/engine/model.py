@@ -156,6 +156,8 @@ def decode(
     from mlx_lm.sample_utils import make_sampler
 
     processors = [constraint.build(loaded)] if constraint is not None else None
+    if sampling.seed is not None:
+        mx.random.seed(sampling.seed)  # global, and safe: one generation at a time
     hit = prompt_cache.take(token_ids)
     kv = hit.kv if hit.kv is not None else make_prompt_cache(loaded.model)
     yield Step("", cached=hit.reused)

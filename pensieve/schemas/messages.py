@@ -32,7 +32,19 @@ from .content import (
 
 ROLES = ("user", "assistant", "system")
 TOOL_NAME = validate.Regexp(r"^[a-zA-Z0-9_-]{1,128}$", error="must match {regex}")
-STRICT_BOOL = {"truthy": {True}, "falsy": {False}}
+
+
+class StrictBoolean(fields.Boolean):
+    """A JSON boolean only: not 1 or 0, not "true"."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError("must be a boolean")
+        return value
+
+
 # Claude Code stamps its first system block per request; rendering it would
 # change the prompt's first tokens every turn and defeat the prompt cache.
 BILLING_HEADER = "x-anthropic-billing-header:"
@@ -111,7 +123,7 @@ class ToolChoiceSchema(Schema):
         required=True, validate=validate.OneOf(["auto", "any", "tool", "none"])
     )
     name = fields.String()
-    disable_parallel_tool_use = fields.Boolean(**STRICT_BOOL)
+    disable_parallel_tool_use = StrictBoolean()
 
     @validates_schema
     def tool_needs_a_name(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -207,7 +219,7 @@ class MessagesRequestSchema(Schema):
     top_p = StrictFloat(validate=validate.Range(min=0.0, max=1.0))
     top_k = StrictInteger(validate=validate.Range(min=0))
     stop_sequences = fields.List(fields.String())
-    stream = fields.Boolean(load_default=False, **STRICT_BOOL)
+    stream = StrictBoolean(load_default=False)
     metadata = fields.Nested(MetadataSchema)
     tools = fields.List(fields.Nested(ToolSchema), load_default=list)
     tool_choice = fields.Nested(ToolChoiceSchema)

@@ -1,0 +1,92 @@
+"""`pensieve config show | generate | validate`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import (
+    INSTANCE_PATH_ENV,
+    ConfigError,
+    config_file_path,
+    env_problems,
+    example_config,
+    file_problems,
+    instance_path,
+    read_config_file,
+    toml_literal,
+)
+from .options import FLAG_SOURCE, effective_settings, flag_of, server_options
+
+
+@click.group()
+def config() -> None:
+    """Show, generate or validate the configuration."""
+
+
+@config.command("show")
+@server_options
+def config_show(**flags: Any) -> None:
+    """Every setting's effective value and where it comes from (flags given
+    here count, as they would for `pensieve start`)."""
+    values = effective_settings(flags)
+    moved = INSTANCE_PATH_ENV in os.environ
+    path = config_file_path()
+    click.echo(
+        f"# instance folder: {instance_path()} "
+        f"({'from ' + INSTANCE_PATH_ENV if moved else 'default'})"
+    )
+    click.echo(f"# config file: {path}{'' if path.is_file() else ' (none)'}")
+    width = max(len(name) for name in values)
+    for name, value in values.items():
+        source = value.source
+        if source == FLAG_SOURCE:
+            source = f"flag {flag_of(name)}"
+        click.echo(f"{name:<{width}}  {toml_literal(value.value)}  ({source})")
+
+
+@config.command("generate")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write (default: standard output).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def config_generate(output: Path | None, force: bool) -> None:
+    """A commented example config file: every setting at its default."""
+    text = example_config()
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    if output.exists() and not force:
+        raise click.ClickException(f"{output} exists; --force overwrites it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    click.echo(f"Wrote {output}", err=True)
+
+
+@config.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
+def config_validate(file: Path | None) -> None:
+    """Check a config file (default: the instance one, and the PENSIEVE_*
+    environment); name each bad key and its problem; exit 1 if any."""
+    path = file or config_file_path()
+    if file is not None and not file.is_file():
+        raise click.ClickException(f"{file}: no such file")
+    try:
+        problems = file_problems(read_config_file(path), path)
+    except ConfigError as error:
+        problems = [error]
+    if file is None:
+        problems += env_problems()
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
+        raise SystemExit(1)
+    checked = f"{path}{'' if path.is_file() else ' (none)'}"
+    click.echo(f"OK: {checked}" + (" and the environment" if file is None else ""))

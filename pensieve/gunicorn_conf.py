@@ -1,0 +1,54 @@
+"""gunicorn settings and hooks for Pensieve: one gevent worker owning one model.
+
+`gunicorn -c gunicorn.conf.py wsgi:app` (from a checkout) and `pensieve start`
+(any install) both load this module, so they run the same server. The master
+imports the app (preload) and resolves the model: it may download or import
+files but never initialises mlx. The worker, after the fork and gevent's
+patching, loads the weights on its inference thread.
+"""
+
+from pensieve.config import load_settings
+from pensieve.logs import ACCESS_LOG_FORMAT, logging_config
+from pensieve.server import engine_of
+
+_settings = load_settings()
+_host = _settings["HOST"]
+
+bind = (
+    f"[{_host}]:{_settings['PORT']}" if ":" in _host else f"{_host}:{_settings['PORT']}"
+)
+# Drains on SIGTERM: requests in flight finish, new ones get 529 (server.py).
+worker_class = "pensieve.server.DrainingGeventWorker"
+workers = 1  # one model per process; more workers would each load it
+worker_connections = 100
+preload_app = True
+# The worker's heartbeat runs on the gevent hub, which inference never blocks;
+# the timeout only has to cover a stuck hub, not a long prefill.
+timeout = 120
+graceful_timeout = _settings["GRACEFUL_TIMEOUT"]
+keepalive = 75
+# gunicorn's control socket is one per user ($HOME/.gunicorn): servers on other
+# ports would contend for it. `pensieve stop` / `status` do its job here.
+control_socket_disable = True
+# One log format for the app, gunicorn's errors and its access lines.
+loglevel = _settings["LOG_LEVEL"]
+logconfig_dict = logging_config(_settings)
+accesslog = "-"
+access_log_format = ACCESS_LOG_FORMAT
+
+
+def on_starting(server):
+    """In the master, before forking: find, download or import the model."""
+    try:
+        resolved = engine_of(server.app.wsgi()).resolve()
+    except Exception as error:  # its message is the whole story for the user
+        server.log.error("cannot start: %s", error)
+        server.halt(exit_status=1)
+    server.log.info("model %s at %s", resolved.model_id, resolved.path)
+    if resolved.fallback_reason:
+        server.log.warning("FALLBACK: %s", resolved.fallback_reason)
+
+
+def post_worker_init(worker):
+    """In the worker, after fork and gevent patching: start loading the model."""
+    engine_of(worker.wsgi).start()

@@ -1,0 +1,159 @@
+"""Configuration: precedence (flag > env > file > default), the instance folder,
+validation that names the key and its problem, the generated example."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pensieve import create_app
+from pensieve.cli import cli
+from pensieve.config import (
+    SETTINGS,
+    ConfigError,
+    example_config,
+    load_settings,
+    resolve_settings,
+    tomllib,
+)
+
+
+@pytest.fixture
+def instance(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty instance folder of the test's own, and no PENSIEVE_* variables."""
+    for name in [name for name in os.environ if name.startswith("PENSIEVE_")]:
+        monkeypatch.delenv(name)
+    folder = tmp_path / "instance"
+    folder.mkdir()
+    monkeypatch.setenv("PENSIEVE_INSTANCE_PATH", str(folder))
+    return folder
+
+
+def shown(runner: CliRunner, *args: str) -> dict[str, tuple[str, str]]:
+    """`pensieve config show` as {NAME: (value, source)}."""
+    result = runner.invoke(cli, ["config", "show", *args])
+    assert result.exit_code == 0, result.output
+    rows = {}
+    for line in result.output.splitlines():
+        if match := re.fullmatch(r"(\w+)\s+(.+?)\s+\((.+)\)", line):
+            rows[match[1]] = (match[2], match[3])
+    assert set(rows) == {setting.name for setting in SETTINGS}
+    return rows
+
+
+def test_flag_beats_env_beats_file_beats_default(
+    instance: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    assert shown(runner)["PORT"] == ("7777", "default")
+    config_file = instance / "pensieve.toml"
+    config_file.write_text('port = 1111\nmodel = "bundled"\n')
+    assert shown(runner)["PORT"] == ("1111", f"file {config_file}")
+    monkeypatch.setenv("PENSIEVE_PORT", "2222")
+    assert shown(runner)["PORT"] == ("2222", "env PENSIEVE_PORT")
+    rows = shown(runner, "--port", "3333")
+    assert rows["PORT"] == ("3333", "flag --port")
+    # Each setting keeps its own winner.
+    assert rows["MODEL"] == ('"bundled"', f"file {config_file}")
+    assert rows["HOST"] == ('"127.0.0.1"', "default")
+
+
+def test_the_app_reads_the_instance_folder_and_file(instance: Path) -> None:
+    (instance / "pensieve.toml").write_text('api_key = "from-file"\nqueue_depth = 3\n')
+    app = create_app({"TESTING": True})
+    assert Path(app.instance_path) == instance
+    assert app.config["API_KEY"] == "from-file"
+    assert app.config["QUEUE_DEPTH"] == 3
+    assert load_settings({"API_KEY": "override"})["API_KEY"] == "override"
+
+
+def test_the_default_instance_folder_is_flasks(
+    instance: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PENSIEVE_INSTANCE_PATH")
+    app = create_app({"TESTING": True})
+    assert app.instance_path == str(Path(__file__).resolve().parents[1] / "instance")
+
+
+def test_validate_names_each_bad_key_and_its_problem(
+    instance: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'port = "abc"\nprot = 1\nlog_format = "xml"\n'
+        "graceful_timeout = true\nkeepalive_seconds = -1\nPORT = 5\n"
+    )
+    result = CliRunner().invoke(cli, ["config", "validate", str(bad)])
+    assert result.exit_code == 1
+    errors = result.stderr.splitlines()
+    assert errors == [
+        f"error: {bad}: port: must be an integer; got 'abc'",
+        f"error: {bad}: prot: unknown key (did you mean 'port'?)",
+        f"error: {bad}: log_format: must be one of plain, json; got 'xml'",
+        f"error: {bad}: graceful_timeout: must be an integer; got True",
+        f"error: {bad}: keepalive_seconds: must not be negative; got -1",
+        f"error: {bad}: PORT: unknown key (did you mean 'port'?)",
+    ]
+
+
+def test_validate_reports_toml_syntax_and_environment_errors(
+    instance: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (instance / "pensieve.toml").write_text("port = \n")
+    monkeypatch.setenv("PENSIEVE_PORT", "99999")
+    result = CliRunner().invoke(cli, ["config", "validate"])
+    assert result.exit_code == 1
+    assert "pensieve.toml: not valid TOML: Invalid value (at line 1" in result.stderr
+    assert "PENSIEVE_PORT: must be at least 1 and at most 65535; got 99999" in (
+        result.stderr
+    )
+
+
+def test_a_good_file_validates(instance: Path) -> None:
+    (instance / "pensieve.toml").write_text('model = "bundled"\noffline_timeout = 1\n')
+    result = CliRunner().invoke(cli, ["config", "validate"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("OK: ")
+
+
+def test_bad_settings_stop_commands_before_they_start_anything(
+    instance: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    monkeypatch.setenv("PENSIEVE_LOG_LEVEL", "loud")
+    result = runner.invoke(cli, ["start", "--daemon"])
+    assert result.exit_code == 1
+    assert "PENSIEVE_LOG_LEVEL: must be one of debug, info, warning, error" in (
+        result.output
+    )
+    monkeypatch.delenv("PENSIEVE_LOG_LEVEL")
+    result = runner.invoke(cli, ["start", "--port", "0"])
+    assert result.exit_code == 2
+    assert "--port" in result.output and "must be at least 1" in result.output
+    with pytest.raises(ConfigError, match="PENSIEVE_PORT: must be an integer"):
+        resolve_settings(environ={"PENSIEVE_PORT": "x"})
+
+
+def test_generate_writes_a_commented_example_of_every_setting(
+    instance: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    target = tmp_path / "example.toml"
+    assert runner.invoke(cli, ["config", "generate", "-o", str(target)]).exit_code == 0
+    text = target.read_text()
+    assert text == example_config()
+    assert tomllib.loads(text) == {}  # everything commented out
+    for setting in SETTINGS:
+        assert f"(environment: {setting.env})" in text
+    uncommented = re.sub(r"^# (\w+ = )", r"\1", text, flags=re.MULTILINE)
+    values = tomllib.loads(uncommented)
+    assert values == {s.key: s.default for s in SETTINGS}
+    target.write_text(uncommented)
+    assert runner.invoke(cli, ["config", "validate", str(target)]).exit_code == 0
+    again = runner.invoke(cli, ["config", "generate", "-o", str(target)])
+    assert again.exit_code == 1 and "--force" in again.output
+    assert runner.invoke(cli, ["config", "generate"]).output == text

@@ -1,0 +1,310 @@
+"""The OpenAI face on a scripted engine: shapes, streams, errors, models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from fake_engine import FakeEngine
+from openai_helpers import (
+    BEARER,
+    CHAT,
+    COMPLETION,
+    KEY,
+    assert_openai_error,
+    chat,
+    complete,
+    data_frames,
+    make_app,
+)
+from pensieve.engine import EngineBusy, EngineUnavailable, Finished, Prompt, Usage
+from pensieve.sse import Comment, DataEvent, Done
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine(["Hel", "lo", "!"])
+
+
+@pytest.fixture
+def client(engine: FakeEngine) -> FlaskClient:
+    return make_app(engine).test_client()
+
+
+def test_chat_completion_has_the_exact_shape(client: FlaskClient) -> None:
+    body = chat(client, CHAT).get_json()
+    assert list(body) == [
+        "id",
+        "object",
+        "created",
+        "model",
+        "system_fingerprint",
+        "choices",
+        "usage",
+    ]
+    assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion"
+    assert isinstance(body["created"], int) and body["model"] == "fake-model"
+    assert body["choices"] == [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "Hello!",
+                "refusal": None,
+                "annotations": [],
+            },
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
+    assert body["usage"]["prompt_tokens"] == 2
+    assert body["usage"]["completion_tokens"] == 3
+    assert body["usage"]["total_tokens"] == 5
+
+
+def test_usage_counts_cached_tokens_in_the_prompt(
+    client: FlaskClient, engine: FakeEngine
+) -> None:
+    def cached(prompt: Prompt, sampling: Any, **options: Any) -> Any:
+        yield Finished("end_turn", None, Usage(5, 3, cache_read_input_tokens=7))
+
+    engine.generate = cached  # type: ignore[method-assign]
+    usage = chat(client, CHAT).get_json()["usage"]
+    assert usage == {
+        "prompt_tokens": 12,
+        "completion_tokens": 3,
+        "total_tokens": 15,
+        "prompt_tokens_details": {"cached_tokens": 7, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("limits", "content", "reason"),
+    [
+        ({"max_tokens": 2}, "Hello", "length"),
+        ({"max_completion_tokens": 1, "max_tokens": 5}, "Hel", "length"),
+        ({"max_tokens": None}, "Hello!", "stop"),
+        ({}, "Hello!", "stop"),  # no limit: what fits in the context window
+    ],
+)
+def test_token_limits_and_finish_reason(
+    client: FlaskClient, limits: dict, content: str, reason: str
+) -> None:
+    [choice] = chat(client, {**CHAT, **limits}).get_json()["choices"]
+    assert (choice["message"]["content"], choice["finish_reason"]) == (content, reason)
+
+
+def test_stream_sends_data_only_chunks_ending_with_done(client: FlaskClient) -> None:
+    response = chat(client, {**CHAT, "stream": True})
+    assert response.headers["content-type"].startswith("text/event-stream")
+    text = response.get_data(as_text=True)
+    assert "event:" not in text and text.endswith("data: [DONE]\n\n")
+    *chunks, done = data_frames(text)
+    assert done == "[DONE]"
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert len({c["id"] for c in chunks}) == 1 and chunks[0]["id"].startswith(
+        "chatcmpl-"
+    )
+    assert all("usage" not in c for c in chunks)
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert deltas[0] == {"role": "assistant", "content": "", "refusal": None}
+    assert [d["content"] for d in deltas[1:-1]] == ["Hel", "lo", "!"]
+    assert deltas[-1] == {}
+    reasons = [c["choices"][0]["finish_reason"] for c in chunks]
+    assert reasons == [None, None, None, None, "stop"]
+
+
+def test_stream_include_usage_adds_a_usage_chunk(client: FlaskClient) -> None:
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    *chunks, done = data_frames(chat(client, body).get_data(as_text=True))
+    assert done == "[DONE]"
+    assert all(c["usage"] is None for c in chunks[:-1])
+    assert chunks[-1]["choices"] == []
+    usage = chunks[-1]["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (2, 3)
+
+
+def test_keepalives_are_sse_comments(client: FlaskClient, engine: FakeEngine) -> None:
+    engine.keepalives = 2
+    text = chat(client, {**CHAT, "stream": True}).get_data(as_text=True)
+    assert text.count(": keep-alive\n\n") == 2
+    assert "ping" not in text
+
+
+def test_error_after_stream_start_is_an_error_chunk(
+    client: FlaskClient, engine: FakeEngine
+) -> None:
+    def failing(prompt: Any, sampling: Any, **options: Any) -> Any:
+        yield from ()
+        raise RuntimeError("secret detail")
+
+    engine.generate = failing  # type: ignore[method-assign]
+    text = chat(client, {**CHAT, "stream": True}).get_data(as_text=True)
+    assert text.endswith(
+        'data: {"error":{"message":"internal server error","type":"server_error",'
+        '"param":null,"code":null}}\n\n'
+    )
+    assert "secret" not in text and "[DONE]" not in text
+
+
+def test_openai_frame_bytes() -> None:
+    assert DataEvent({"text": "é\n"}).encode() == 'data: {"text":"é\\n"}\n\n'
+    assert Comment("keep-alive").encode() == ": keep-alive\n\n"
+    assert Done().encode() == "data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}],
+)
+def test_missing_or_wrong_key_is_401_in_the_openai_envelope(
+    client: FlaskClient, headers: dict
+) -> None:
+    error = assert_openai_error(chat(client, CHAT, headers), 401, "invalid_api_key")
+    assert error["type"] == "invalid_request_error"
+
+
+def test_x_api_key_works_and_the_route_picks_the_envelope(client: FlaskClient) -> None:
+    assert chat(client, CHAT, {"x-api-key": KEY}).status_code == 200
+    response = chat(client, {**CHAT, "n": 3}, {"x-api-key": KEY})
+    assert_openai_error(response, 400)
+
+
+def test_prompt_too_long_keeps_the_wording_and_sets_the_code(
+    client: FlaskClient,
+) -> None:
+    body = {**CHAT, "messages": [{"role": "user", "content": "x" * 100}]}
+    error = assert_openai_error(chat(client, body), 400, "context_length_exceeded")
+    assert error["message"] == "prompt is too long: 100 tokens > 63 maximum"
+    assert error["type"] == "invalid_request_error"
+
+
+def test_busy_model_is_503_for_openai_and_529_for_anthropic(
+    client: FlaskClient, engine: FakeEngine
+) -> None:
+    def busy() -> None:
+        raise EngineBusy("the model is busy: 4 requests are waiting", retry_after=3)
+
+    engine.admit = busy  # type: ignore[method-assign]
+    response = chat(client, CHAT)
+    error = assert_openai_error(response, 503, "overloaded")
+    assert error["type"] == "server_error"
+    assert response.headers["retry-after"] == "3"
+    anthropic = client.post(
+        "/v1/messages",
+        json={**CHAT, "max_tokens": 5},
+        headers={"x-api-key": KEY},
+    )
+    assert anthropic.status_code == 529
+    assert anthropic.get_json()["error"]["type"] == "overloaded_error"
+
+
+def test_unavailable_model_and_internal_errors(
+    client: FlaskClient, engine: FakeEngine
+) -> None:
+    def unavailable(*args: Any) -> None:
+        raise EngineUnavailable("no weights")
+
+    engine.prepare = unavailable  # type: ignore[method-assign]
+    assert assert_openai_error(chat(client, CHAT), 503)["type"] == "server_error"
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("secret detail")
+
+    engine.prepare = broken  # type: ignore[method-assign]
+    error = assert_openai_error(chat(client, CHAT), 500)
+    assert error["type"] == "server_error" and "secret" not in error["message"]
+
+
+def test_unknown_routes_methods_and_bodies(client: FlaskClient) -> None:
+    assert_openai_error(client.get("/v1/embeddings", headers=BEARER), 404)
+    assert_openai_error(client.get("/v1/chat/completions", headers=BEARER), 405)
+    for raw in ("{not json", "[1, 2]"):
+        response = client.post(
+            "/v1/chat/completions",
+            data=raw,
+            content_type="application/json",
+            headers=BEARER,
+        )
+        assert_openai_error(response, 400)
+
+
+def test_anthropic_errors_keep_their_envelope(client: FlaskClient) -> None:
+    response = client.post(
+        "/v1/messages", json={"model": "m"}, headers={"Authorization": f"Bearer {KEY}"}
+    )
+    body = response.get_json()
+    assert response.status_code == 400 and set(body) == {"type", "error"}
+    assert set(body["error"]) == {"type", "message"}
+
+
+def test_server_keeps_serving_after_bad_requests(client: FlaskClient) -> None:
+    for body in ({}, {"messages": 1}, {**CHAT, "n": 5}, {**CHAT, "max_tokens": -5}):
+        assert chat(client, body).status_code == 400
+    assert complete(client, {"prompt": ["a", "b"], "model": "m"}).status_code == 400
+    assert chat(client, CHAT).status_code == 200
+    assert complete(client, COMPLETION).status_code == 200
+
+
+def test_text_completion_has_the_exact_shape(
+    client: FlaskClient, engine: FakeEngine
+) -> None:
+    body = complete(client, COMPLETION).get_json()
+    assert engine.seen_text == "Once"
+    assert body["id"].startswith("cmpl-") and body["object"] == "text_completion"
+    assert body["model"] == "fake-model" and isinstance(body["created"], int)
+    assert body["choices"] == [
+        {"text": "Hello!", "index": 0, "logprobs": None, "finish_reason": "stop"}
+    ]
+    assert body["usage"]["prompt_tokens"] == 4
+    assert body["usage"]["total_tokens"] == 7
+
+
+def test_text_completion_defaults_to_16_tokens_and_echoes(
+    client: FlaskClient, engine: FakeEngine
+) -> None:
+    engine.pieces = ["a"] * 20
+    [choice] = complete(client, {**COMPLETION, "prompt": ["Go"]}).get_json()["choices"]
+    assert (choice["text"], choice["finish_reason"]) == ("a" * 16, "length")
+    echoed = complete(client, {**COMPLETION, "echo": True, "max_tokens": 2})
+    assert echoed.get_json()["choices"][0]["text"] == "Onceaa"
+
+
+def test_text_completion_stream(client: FlaskClient) -> None:
+    body = {
+        **COMPLETION,
+        "stream": True,
+        "echo": True,
+        "stream_options": {"include_usage": True},
+    }
+    *chunks, done = data_frames(complete(client, body).get_data(as_text=True))
+    assert done == "[DONE]"
+    assert {c["object"] for c in chunks} == {"text_completion"}
+    texts = [c["choices"][0]["text"] for c in chunks[:-1]]
+    assert texts == ["Once", "Hel", "lo", "!", ""]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+def test_models_answer_in_the_shape_of_the_client(client: FlaskClient) -> None:
+    listing = client.get("/v1/models", headers=BEARER).get_json()
+    assert set(listing) == {"object", "data"} and listing["object"] == "list"
+    first = listing["data"][0]
+    assert list(first) == ["id", "object", "created", "owned_by"]
+    assert first["id"] == "fake-model" and first["object"] == "model"
+    assert isinstance(first["created"], int) and first["owned_by"] == "pensieve"
+    one = client.get("/v1/models/gpt-4o", headers=BEARER).get_json()
+    assert one["id"] == "gpt-4o" and one["object"] == "model"
+    anthropic = client.get(
+        "/v1/models", headers={**BEARER, "anthropic-version": "2023-06-01"}
+    ).get_json()
+    assert anthropic["first_id"] == "fake-model" and anthropic["data"][0]["type"]
+    assert_openai_error(client.get("/v1/models"), 401, "invalid_api_key")
