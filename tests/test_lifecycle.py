@@ -93,8 +93,12 @@ def test_daemon_start_status_stop_round_trip(
             timeout=60,
         )
         assert answer.status_code == 200
-        log = (instance / f"pensieve-{port}.log").read_text()
-        assert f"[{answer.headers['request-id']}] gunicorn.access" in log
+        access = f"[{answer.headers['request-id']}] gunicorn.access"
+        log_path = instance / f"pensieve-{port}.log"
+        deadline = time.monotonic() + 10  # the access line follows the response
+        while access not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert access in log_path.read_text()
 
         stopped = pensieve("stop", "--port", str(port), env=env)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
