@@ -33,12 +33,13 @@ One run measures, on this machine and one after the other (nothing overlaps):
 4. On that same server (prompt cache on, at its default size): 3 undisturbed
    requests (~300-token prompt, max_tokens 16), then 20 streams (max_tokens
    256) each closed right after its first `content_block_delta`, then 3 more
-   requests. Every prompt starts with its own nonce, so no request reuses
-   more than the chat template's first tokens from the cache (the
-   `cache_read_input_tokens` of each measured request is printed). Goal: the
-   first request after the disconnects has a TTFT within 10% of the
-   undisturbed median. The server log's "cancelled after N generated tokens"
-   lines are counted.
+   requests, then (after 2 s) 3 undisturbed ones again: a control that shows
+   how far the machine's load drifted meanwhile. Every prompt starts with its
+   own nonce, so no request reuses more than the chat template's first tokens
+   from the cache (the `cache_read_input_tokens` of each measured request is
+   printed). Goal: the first request after the disconnects has a TTFT within
+   10% of the undisturbed median (the first series). The server log's
+   "cancelled after N generated tokens" lines are counted.
 
 The servers run with a fresh instance folder (no pensieve.toml) and the model
 cache of `--cache-dir`; each is stopped in a `finally`. Only 127.0.0.1 is
@@ -50,8 +51,9 @@ Run it from the repository root with the project's virtualenv active:
 
     python benchmarks/agent_session.py [--skip-mlx-lm-server] [--skip-profile-off]
 
-A full run takes about 20-25 minutes on a 2-core machine, most of it in
-mlx_lm.server's prefills; `--skip-mlx-lm-server --skip-profile-off` about 2.
+A full run takes about 25 minutes on an idle 2-core machine (36 minutes were
+measured with a load average of 4-8), most of it in mlx_lm.server's prefills;
+`--skip-mlx-lm-server --skip-profile-off` takes a few minutes.
 """
 
 from __future__ import annotations
