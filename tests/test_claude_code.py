@@ -54,8 +54,10 @@ def run_claude(
         "ANTHROPIC_API_KEY": API_KEY,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         # Bound the test's time: a 135M model may ramble up to Claude Code's
-        # default of 32k output tokens, minutes on this CPU.
-        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "48",
+        # default of 32k output tokens, minutes on this CPU. Claude Code exits
+        # 1 when an answer hits this cap, and it samples at temperature 1, so
+        # leave room: a greeting is tens of tokens, 1,000 take ~40 s here.
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "1000",
         "API_TIMEOUT_MS": "1500000",
     }
     return subprocess.run(
