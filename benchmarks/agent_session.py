@@ -355,6 +355,13 @@ FILLER = (
 )
 
 
+class ExternalStop(RuntimeError):
+    """Another process sent one of our servers SIGTERM (the machine is shared)."""
+
+
+SIGNALLED = "Handling signal: term"  # gunicorn master's log line
+
+
 @dataclass
 class Stream:
     """One streamed request as the client saw it."""
@@ -431,7 +438,10 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> N
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log.read_text()[-4000:]}")
+            text = log.read_text(errors="replace")
+            if SIGNALLED in text:
+                raise ExternalStop(f"{log.name}: SIGTERM from another process")
+            raise RuntimeError(f"server exited early:\n{text[-4000:]}")
         try:
             if requests.get(f"{url}/health", timeout=2).status_code == 200:
                 return
@@ -481,7 +491,11 @@ def serving(
 def pensieve_server(
     name: str, cache_dir: Path, work: Path, **settings: str
 ) -> Iterator[Server]:
-    """gunicorn + Pensieve on the bundled model, `settings` as PENSIEVE_* env."""
+    """gunicorn + Pensieve on the bundled model, `settings` as PENSIEVE_* env.
+
+    Raises ExternalStop when the server was sent SIGTERM by someone else
+    before the block ended (its figures are then worthless).
+    """
     port = free_port()
     instance = work / f"instance-{name}"
     instance.mkdir()
@@ -499,7 +513,34 @@ def pensieve_server(
     env.update({f"PENSIEVE_{key}": value for key, value in settings.items()})
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
     with serving(name, command, env, port, work / f"{name}.log") as server:
-        yield server
+        try:
+            yield server
+        except Exception as error:
+            if SIGNALLED in server.log_text():
+                raise ExternalStop(f"{name}: SIGTERM from another process") from error
+            raise
+        if SIGNALLED in server.log_text():
+            raise ExternalStop(f"{name}: SIGTERM from another process")
+
+
+def with_pensieve(
+    name: str,
+    cache_dir: Path,
+    work: Path,
+    body: Callable[[Server], dict[str, Any]],
+    **settings: str,
+) -> dict[str, Any]:
+    """`body` on a fresh server; started over (twice at most) after ExternalStop."""
+    for attempt in range(1, 4):
+        label = name if attempt == 1 else f"{name}-{attempt}"
+        try:
+            with pensieve_server(label, cache_dir, work, **settings) as server:
+                return body(server)
+        except ExternalStop as error:
+            if attempt == 3:
+                raise
+            print(f"      {error}: starting this part over", flush=True)
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
@@ -782,8 +823,6 @@ def run_session(server: Server, openai: bool) -> dict[str, Any]:
         print(f"      turn {index}/{TURNS} ...", flush=True)
         with ticker(f"{server.name} turn {index}"):
             stream = send(billing_block(), history)
-        if stream.error and "Handling signal: term" in server.log_text():
-            raise RuntimeError(f"{server.name} was sent SIGTERM by another process")
         turn = to_turn(index, stream, openai)
         turns.append(turn)
         print(
@@ -1115,33 +1154,44 @@ def main() -> int:
     figures: dict[str, Any] = {"machine": info, "model_dir": str(model_dir)}
     loads: dict[str, float] = {}
 
-    section("[1/5] Pensieve session, CPU profile auto ...")
-    with pensieve_server("pensieve-auto", args.cache_dir, work) as server:
-        figures["pensieve_auto"] = run_session(server, openai=False)
-    loads["after_pensieve_auto"] = loadavg()
+    def pensieve_session(server: Server) -> dict[str, Any]:
+        return run_session(server, openai=False)
 
-    section("[2/5] Pensieve, queue depth 4: 20 concurrent clients ...")
-    with pensieve_server(
-        "pensieve-queue", args.cache_dir, work, QUEUE_DEPTH=str(QUEUE_DEPTH)
-    ) as server:
-        figures["concurrency"] = concurrent_clients(server)
-        c = figures["concurrency"]
+    def queue_and_disconnects(server: Server) -> dict[str, Any]:
+        concurrency = concurrent_clients(server)
         print(
-            f"      completed {c['completed']}, 529 {c['overloaded_529']}, "
-            f"failed {c['failed']} (hangs {c['hangs']})",
+            f"      completed {concurrency['completed']}, 529 "
+            f"{concurrency['overloaded_529']}, failed {concurrency['failed']} "
+            f"(hangs {concurrency['hangs']})",
             flush=True,
         )
         section("[3/5] Pensieve: 20 disconnects mid-stream ...")
-        figures["disconnects"] = disconnects(server)
+        return {"concurrency": concurrency, "disconnects": disconnects(server)}
+
+    section("[1/5] Pensieve session, CPU profile auto ...")
+    figures["pensieve_auto"] = with_pensieve(
+        "pensieve-auto", args.cache_dir, work, pensieve_session
+    )
+    loads["after_pensieve_auto"] = loadavg()
+
+    section("[2/5] Pensieve, queue depth 4: 20 concurrent clients ...")
+    figures.update(
+        with_pensieve(
+            "pensieve-queue",
+            args.cache_dir,
+            work,
+            queue_and_disconnects,
+            QUEUE_DEPTH=str(QUEUE_DEPTH),
+        )
+    )
     loads["after_queue_and_disconnects"] = loadavg()
 
     figures["pensieve_profile_off"] = None
     if not args.skip_profile_off:
         section("[4/5] Pensieve session, PENSIEVE_CPU_PROFILE=off ...")
-        with pensieve_server(
-            "pensieve-off", args.cache_dir, work, CPU_PROFILE="off"
-        ) as server:
-            figures["pensieve_profile_off"] = run_session(server, openai=False)
+        figures["pensieve_profile_off"] = with_pensieve(
+            "pensieve-off", args.cache_dir, work, pensieve_session, CPU_PROFILE="off"
+        )
         loads["after_pensieve_off"] = loadavg()
     else:
         section("[4/5] PENSIEVE_CPU_PROFILE=off session skipped")
