@@ -220,3 +220,55 @@ def test_bad_tools_are_400(
             model="m", max_tokens=5, messages=QUESTION, tools=tools, **extra
         )
     assert caught.value.body["error"]["message"].startswith(f"{field}:")
+
+
+LOOPING_CALLS = [
+    # Greedy, the 135M model loops inside these calls ("bread_bread_bread…",
+    # "example.com.au,example.com.au,…") until max_tokens would cut them off.
+    (
+        "order_pizza",
+        "Large pizza with mushrooms and olives.",
+        {
+            "type": "object",
+            "properties": {
+                "size": {"enum": ["small", "medium", "large"]},
+                "toppings": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "maxItems": 5,
+                },
+            },
+            "required": ["size", "toppings"],
+        },
+    ),
+    (
+        "send_email",
+        "Email bob@example.com saying hi.",
+        {
+            "type": "object",
+            "properties": {
+                "to": {"type": "string", "pattern": "^[^@ ]+@[^@ ]+$"},
+                "subject": {"type": "string"},
+                "body": {"type": "string"},
+            },
+            "required": ["to", "body"],
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "question", "schema"), LOOPING_CALLS)
+def test_a_looping_call_is_closed_valid(
+    client: anthropic.Anthropic, name: str, question: str, schema: dict[str, Any]
+) -> None:
+    message = client.messages.create(
+        model="m",
+        max_tokens=160,  # the loops start well before; a margin for other CPUs
+        messages=[{"role": "user", "content": question}],
+        tools=[{"name": name, "description": f"Tool {name}", "input_schema": schema}],
+        tool_choice={"type": "tool", "name": name, "disable_parallel_tool_use": True},
+        extra_body={"temperature": 0},
+    )
+    assert message.stop_reason == "tool_use", message.content
+    (call,) = tool_uses(message)
+    jsonschema.validate(call.input, schema)

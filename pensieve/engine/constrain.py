@@ -4,6 +4,17 @@ Runs on the inference thread. The grammar is active from the first token (a
 forced tool call, a structured answer) or switched on when the model opens a
 tool call by itself (`auto`). Tokens the grammar forbids get -inf logits, so
 whatever the sampler picks keeps the output valid.
+
+A grammar guarantees validity only if the output ends. A small model can loop
+inside a string or an array (`"bread_bread_bread…"`, the same array item
+again and again) until max_tokens cuts the call off. Once the constrained
+output ends in such a loop, the constraint closes it: inside a string only
+tokens that end the string remain (where the grammar allows one), outside one
+only tokens made of `]` and `}`, then the end of the turn; where the grammar
+allows none of them yet (a string with a `pattern` not met), the tokens of the
+loop are barred, so the model has to write something else. The result is a
+call whose looping value is cut short, still schema-valid; a long value that
+does not repeat itself is never touched.
 """
 
 from __future__ import annotations
@@ -18,6 +29,9 @@ from .tools import OPEN, ToolPolicy, calls_grammar, json_grammar
 log = logging.getLogger(__name__)
 
 TRIGGER_WINDOW = 16  # tokens decoded to look for the tool-call opening
+LOOP_MIN_REPEATS = 3  # a loop: the same token run at least this many times
+LOOP_MIN_TOKENS = 32  # ... covering at least this many tokens
+LOOP_MAX_PERIOD = 64  # longest token run looked for
 
 
 class GrammarError(ValueError):
@@ -34,6 +48,56 @@ def ll_tokenizer(loaded: Any) -> Any:
             hf, eos_token=sorted(loaded.tokenizer.eos_token_ids)
         )
     return loaded.extras["ll_tokenizer"]
+
+
+def closing_tokens(loaded: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token masks for closing a loop: (ends a string, closes brackets, EOS).
+
+    Built once per model by decoding every token on its own (~1 s).
+    """
+    if "closing_tokens" not in loaded.extras:
+        tokenizer = loaded.tokenizer
+        size = len(tokenizer._tokenizer)
+        string_end = np.zeros(size, dtype=bool)
+        brackets = np.zeros(size, dtype=bool)
+        eos = np.zeros(size, dtype=bool)
+        for token in range(size):
+            text = tokenizer.decode([token]).strip()
+            if text and set(text) <= set('"]}'):
+                string_end[token] = text.startswith('"')
+                brackets[token] = '"' not in text
+        eos[[t for t in tokenizer.eos_token_ids if t < size]] = True
+        loaded.extras["closing_tokens"] = (string_end, brackets, eos)
+    return loaded.extras["closing_tokens"]
+
+
+def ends_in_loop(tokens: list[int]) -> list[int]:
+    """The run of tokens `tokens` end by repeating back to back, or []."""
+    for period in range(1, min(LOOP_MAX_PERIOD, len(tokens) // LOOP_MIN_REPEATS) + 1):
+        run = tokens[-period:]
+        repeats = 1
+        while tokens[-(repeats + 1) * period : -repeats * period] == run:
+            repeats += 1
+        if repeats >= LOOP_MIN_REPEATS and repeats * period >= LOOP_MIN_TOKENS:
+            return run
+    return []
+
+
+class JSONScanner:
+    """Tracks whether generated text is inside a JSON string."""
+
+    def __init__(self) -> None:
+        self.in_string = False
+        self._escaped = False
+
+    def feed(self, text: str) -> None:
+        for char in text:
+            if self._escaped:
+                self._escaped = False
+            elif self.in_string and char == "\\":
+                self._escaped = True
+            elif char == '"':
+                self.in_string = not self.in_string
 
 
 def new_matcher(tokenizer: Any, grammar: str) -> Any:
@@ -62,6 +126,9 @@ class GrammarConstraint:
         self._watch = policy.active and not policy.forced
         self._seen: int | None = None
         self._recent: list[int] = []
+        self._constrained: list[int] = []  # tokens generated under the grammar
+        self._scanner = JSONScanner()
+        self._loop: list[int] = []  # the repeated run, once found
         if policy.forced:
             self._matcher = new_matcher(self._ll, calls_grammar(policy))
         elif response_schema is not None:
@@ -85,13 +152,38 @@ class GrammarConstraint:
         mask = np.zeros(vocab, dtype=bool)
         size = min(vocab, allowed.size)
         mask[:size] = allowed[:size].astype(bool)
+        if self._loop:
+            mask = self._closer(mask)
         return mx.where(mx.array(mask), logits, mx.array(-np.inf, dtype=logits.dtype))
+
+    def _closer(self, mask: np.ndarray) -> np.ndarray:
+        """`mask` narrowed to the tokens that close the output soonest."""
+        string_end, brackets, eos = closing_tokens(self._loaded)
+        size = min(mask.size, string_end.size)
+        preferred = [string_end] if self._scanner.in_string else [brackets, eos]
+        for tokens in preferred:
+            narrowed = np.zeros_like(mask)
+            narrowed[:size] = mask[:size] & tokens[:size]
+            if narrowed.any():
+                return narrowed
+        varied = mask.copy()
+        varied[[t for t in self._loop if t < varied.size]] = False
+        return varied if varied.any() else mask
 
     def _consume(self, token: int) -> None:
         if self._matcher is not None:
             if not self._matcher.consume_token(token):
                 log.warning("grammar rejected a token: %s", self._matcher.get_error())
                 self._matcher = None
+                return
+            self._scanner.feed(self._loaded.tokenizer.decode([token]))
+            self._constrained.append(token)
+            if not self._loop and (loop := ends_in_loop(self._constrained)):
+                log.info(
+                    "constrained output repeats itself after %d tokens: closing it",
+                    len(self._constrained),
+                )
+                self._loop = loop
             return
         if not self._watch:
             return
