@@ -67,6 +67,21 @@ def integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def number(minimum: float, maximum: float) -> Callable[[str], float]:
+    """A parser for a number in [minimum, maximum]."""
+
+    def parse(value: str) -> float:
+        try:
+            result = float(value)
+        except ValueError:
+            raise ValueError(f"must be a number; got {value!r}") from None
+        if not minimum <= result <= maximum:  # also rejects NaN
+            raise ValueError(f"must be from {minimum} to {maximum}; got {value}")
+        return result
+
+    return parse
+
+
 def seconds(value: str) -> float:
     """A parser for a non-negative duration in seconds."""
     try:
@@ -134,6 +149,14 @@ SETTINGS: tuple[Setting, ...] = (
         32 * 1024 * 1024,
         integer(1),
         "Largest request body accepted; larger ones get 413 request_too_large.",
+    ),
+    Setting(
+        "MAX_TEMPERATURE",
+        2.0,
+        number(0.0, 2.0),
+        "Highest sampling temperature used; requests asking for more are "
+        "sampled at this one (Claude Code always asks for 1.0; 0 makes every "
+        "answer greedy).",
     ),
     Setting(
         "QUEUE_DEPTH",

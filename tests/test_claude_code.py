@@ -3,6 +3,11 @@
 The CLI comes from npm (`@anthropic-ai/claude-code`, which ships a native Linux
 binary) into a cache folder; the tests skip, saying why, only where npm or its
 registry cannot be reached.
+
+Claude Code samples at temperature 1, at which the 135M model may ramble past
+any output cap (Claude Code then exits 1). The server here runs with
+`PENSIEVE_MAX_TEMPERATURE=0`, as a user of a small model would set it: every
+answer is greedy, so each run of these tests sees the same answers.
 """
 
 from __future__ import annotations
@@ -10,12 +15,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import API_KEY, Server
+from conftest import API_KEY, Server, running_server
 
 CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.330"
 
@@ -44,6 +50,42 @@ def claude() -> Path:
     return binary
 
 
+@pytest.fixture(scope="module")
+def server(
+    cache_dir: Path, bundled_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    env = {
+        "PENSIEVE_MODEL": "bundled",
+        "PENSIEVE_CACHE_DIR": str(cache_dir),
+        "PENSIEVE_API_KEY": API_KEY,
+        "PENSIEVE_MAX_TEMPERATURE": "0",
+    }
+    log_path = tmp_path_factory.mktemp("greedy-server") / "gunicorn.log"
+    with running_server(env, log_path) as running:
+        yield running
+
+
+def test_max_temperature_makes_sampling_greedy(server: Server) -> None:
+    def answer(temperature: float) -> str:
+        body = {
+            "model": "m",
+            "max_tokens": 12,
+            "temperature": temperature,
+            "messages": [{"role": "user", "content": "Name three colours."}],
+        }
+        response = requests.post(
+            f"{server.url}/v1/messages",
+            json=body,
+            headers={"x-api-key": API_KEY, "anthropic-version": "2023-06-01"},
+            timeout=120,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["content"][0]["text"]
+
+    greedy = answer(0)
+    assert [answer(1.0), answer(1.0)] == [greedy, greedy]
+
+
 def run_claude(
     claude: Path, server: Server, home: Path, *args: str, timeout: float
 ) -> subprocess.CompletedProcess[str]:
@@ -53,10 +95,8 @@ def run_claude(
         "ANTHROPIC_BASE_URL": server.url,
         "ANTHROPIC_API_KEY": API_KEY,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        # Bound the test's time: a 135M model may ramble up to Claude Code's
-        # default of 32k output tokens, minutes on this CPU. Claude Code exits
-        # 1 when an answer hits this cap, and it samples at temperature 1, so
-        # leave room: a greeting is tens of tokens, 1,000 take ~40 s here.
+        # Bound the test's time: Claude Code's default cap is 32k output
+        # tokens, minutes on this CPU; 1,000 take ~40 s here.
         "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "1000",
         "API_TIMEOUT_MS": "1500000",
     }

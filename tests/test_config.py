@@ -157,3 +157,21 @@ def test_generate_writes_a_commented_example_of_every_setting(
     again = runner.invoke(cli, ["config", "generate", "-o", str(target)])
     assert again.exit_code == 1 and "--force" in again.output
     assert runner.invoke(cli, ["config", "generate"]).output == text
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("3", "must be from 0.0 to 2.0; got 3"),
+        ("-0.1", "must be from 0.0 to 2.0; got -0.1"),
+        ("nan", "must be from 0.0 to 2.0; got nan"),
+        ("warm", "must be a number; got 'warm'"),
+    ],
+)
+def test_max_temperature_must_be_a_temperature(value: str, problem: str) -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape(f"PENSIEVE_MAX_TEMPERATURE: {problem}")
+    ):
+        resolve_settings(environ={"PENSIEVE_MAX_TEMPERATURE": value})
+    settings = resolve_settings(environ={"PENSIEVE_MAX_TEMPERATURE": "0.3"})
+    assert settings["MAX_TEMPERATURE"].value == 0.3

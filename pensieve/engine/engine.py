@@ -11,7 +11,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -199,6 +199,8 @@ class Engine:
         """
         loaded = self.loaded()
         assert self._thread is not None and self._lock is not None  # loaded() did
+        if sampling.temperature > self._config["MAX_TEMPERATURE"]:
+            sampling = replace(sampling, temperature=self._config["MAX_TEMPERATURE"])
         ticket = self._lock.enter()
         try:
             queue_timeout = self._config["QUEUE_TIMEOUT"]
