@@ -6,6 +6,7 @@ inference thread: mlx streams are thread-local.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from . import cpu
 from .cache import PromptCache
 from .events import SamplingParams
 from .tools import ToolPolicy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,9 @@ def load_model(path: Path, cpu_profile: CPUProfile) -> LoadedModel:
     """Load an mlx-lm model directory. Runs on the inference thread.
 
     With the CPU profile enabled, OpenBLAS is routed in before mlx is imported
-    and, on the CPU backend, a model small enough is served in float32.
+    and, on the CPU backend, a model small enough is served in float32. A
+    one-token warm-up then runs, so that a GPU backend builds its kernels
+    before the server reports ready rather than during the first request.
     """
     started = time.monotonic()
     profile: list[str] = []
@@ -105,11 +110,20 @@ def load_model(path: Path, cpu_profile: CPUProfile) -> LoadedModel:
 
     model, tokenizer, config = load(str(path), return_config=True)
     backend = _backend(mx)
-    if cpu_profile.enabled and backend == "cpu":
+    if backend != "cpu":
+        profile = []  # the BLAS routed in is never called
+    elif cpu_profile.enabled:
         size = cpu.float32_bytes(model)
         if size <= cpu_profile.dequantize_max_bytes:
             cpu.dequantize(model)
             profile.append(f"float32 weights ({size / 1024**2:.0f} MiB)")
+    if backend == "cpu" and _installed("mlx-cuda-13"):
+        log.warning(
+            "mlx-cuda-13 is installed but MLX runs on the CPU: mlx-cpu's library "
+            "replaced its own. Run `pip install --force-reinstall --no-deps "
+            "mlx-cuda-13` to use the GPU."
+        )
+    _warm_up(model, tokenizer)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -118,6 +132,30 @@ def load_model(path: Path, cpu_profile: CPUProfile) -> LoadedModel:
         load_seconds=time.monotonic() - started,
         profile=tuple(profile),
     )
+
+
+def _installed(distribution: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(distribution)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def _warm_up(model: Any, tokenizer: Any) -> None:
+    """Run the model once on a few tokens and sample one token."""
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+    from mlx_lm.models.cache import make_prompt_cache
+
+    prompt = mx.array(tokenizer.encode("Hello"))
+    steps = generate_step(
+        prompt, model, max_tokens=2, prompt_cache=make_prompt_cache(model)
+    )
+    for _ in steps:
+        pass
 
 
 def _context_length(config: dict[str, Any], tokenizer: Any) -> int:
