@@ -30,15 +30,15 @@ One run measures, on this machine and one after the other (nothing overlaps):
    counts as a failure (other status, error event, or no answer within the
    time bound: a hang). TTFT and total time of completed requests
    (min/median/max) and the time to a 529.
-4. On that same server (prompt cache on, at its default size): 3 undisturbed
-   requests (~300-token prompt, max_tokens 16), then 20 streams (max_tokens
-   256) each closed right after its first `content_block_delta`, then 3 more
-   requests, then (after 2 s) 3 undisturbed ones again: a control that shows
-   how far the machine's load drifted meanwhile. Every prompt starts with its
-   own nonce, so no request reuses more than the chat template's first tokens
-   from the cache (the `cache_read_input_tokens` of each measured request is
-   printed). Goal: the first request after the disconnects has a TTFT within
-   10% of the undisturbed median (the first series). The server log's
+4. On that same server (prompt cache on, at its default size): 20 rounds of
+   an undisturbed request (~300-token prompt, max_tokens 16), a stream
+   (max_tokens 256) closed right after its first `content_block_delta`, and a
+   request sent right after that disconnect. The two measured series
+   interleave, so a drift of the machine's speed reaches both alike. Every
+   prompt starts with its own nonce, so no request reuses more than the chat
+   template's first tokens from the cache (the `cache_read_input_tokens` of
+   each measured request is printed). Goal: the median TTFT after a
+   disconnect within 10% of the undisturbed median. The server log's
    "cancelled after N generated tokens" lines are counted.
 
 The servers run with a fresh instance folder (no pensieve.toml) and the model
@@ -99,7 +99,6 @@ CLIENT_DEADLINE = 300.0  # a concurrent client still unanswered by then hangs
 READ_TIMEOUT = 30.0  # longest silence tolerated on a socket (pings come every 5 s)
 DISCONNECTS = 20
 DISCONNECT_MAX_TOKENS = 256
-MEASURED_RUNS = 3
 BILLING_PREFIX = "x-anthropic-billing-header: cc_version=2.1.330; cch="
 PROMPT_LOG = re.compile(r"prompt (\d+) tokens \((\d+) from cache\)")
 CANCEL_LOG = re.compile(r"cancelled after (\d+) generated tokens")
@@ -987,15 +986,17 @@ def measured(server: Server, label: str) -> Stream:
 
 
 def disconnects(server: Server) -> dict[str, Any]:
-    """Undisturbed TTFT, 20 mid-stream disconnects, the next requests' TTFT.
+    """TTFT right after a mid-stream disconnect vs after a finished request.
 
-    A second undisturbed series after a pause (the control) shows how much the
-    machine's load drifted meanwhile; the goal compares with the first series.
+    Twenty rounds, each: one undisturbed request (it follows a request that
+    finished), one stream closed after its first delta, then one request sent
+    at once (it follows the disconnect). The two series interleave, so a
+    drift of the machine's speed reaches both alike.
     """
     cancelled_before = len(CANCEL_LOG.findall(server.log_text()))
-    before = [measured(server, f"undisturbed {i + 1}") for i in range(MEASURED_RUNS)]
-    first_deltas = []
+    undisturbed, after, first_deltas = [], [], []
     for index in range(DISCONNECTS):
+        undisturbed.append(measured(server, f"round {index + 1}: undisturbed"))
         result = anthropic_stream(
             server.url,
             filler_request(DISCONNECT_MAX_TOKENS),
@@ -1005,40 +1006,23 @@ def disconnects(server: Server) -> dict[str, Any]:
         if result.ttft_s is None or result.error:
             raise RuntimeError(f"disconnect {index + 1} failed: {result}")
         first_deltas.append(result.ttft_s)
-    print(
-        f"      {DISCONNECTS} streams closed after their first delta "
-        f"(median TTFT {median(first_deltas):.3f} s)",
-        flush=True,
-    )
-    after = [
-        measured(server, f"after disconnects {i + 1}") for i in range(MEASURED_RUNS)
-    ]
-    time.sleep(2.0)  # settle; the last cancellation's log line may also trail
-    control = [measured(server, f"control {i + 1}") for i in range(MEASURED_RUNS)]
+        after.append(measured(server, f"round {index + 1}: after a disconnect"))
+    time.sleep(1.0)  # the last cancellation's log line may trail
     cancelled = [int(n) for n in CANCEL_LOG.findall(server.log_text())]
     cancelled = cancelled[cancelled_before:]
-    baseline = median([r.ttft_s for r in before if r.ttft_s is not None])
-    settled = median([r.ttft_s for r in control if r.ttft_s is not None])
-    after_median = median([r.ttft_s for r in after if r.ttft_s is not None])
-    next_ttft = after[0].ttft_s
-
-    def ratio(value: float | None, base: float | None) -> float | None:
-        return value / base if value is not None and base else None
-
+    baseline = median([r.ttft_s for r in undisturbed if r.ttft_s is not None])
+    disturbed = median([r.ttft_s for r in after if r.ttft_s is not None])
     return {
         "prompt_cache": "on (default size); every prompt starts with its own nonce",
-        "undisturbed_ttft_s": [r.ttft_s for r in before],
+        "rounds": DISCONNECTS,
+        "undisturbed_ttft_s": [r.ttft_s for r in undisturbed],
         "undisturbed_median_s": baseline,
         "disconnect_first_delta_s": spread(first_deltas),
         "after_ttft_s": [r.ttft_s for r in after],
-        "next_ttft_s": next_ttft,
-        "next_over_undisturbed": ratio(next_ttft, baseline),
-        "after_median_over_undisturbed": ratio(after_median, baseline),
-        "control_ttft_s": [r.ttft_s for r in control],
-        "control_median_s": settled,
-        "next_over_control": ratio(next_ttft, settled),
+        "after_median_s": disturbed,
+        "after_over_undisturbed": disturbed / baseline if baseline else None,
         "measured_cache_read": [
-            r.usage.get("cache_read_input_tokens") for r in before + after + control
+            r.usage.get("cache_read_input_tokens") for r in undisturbed + after
         ],
         "cancel_log_lines": len(cancelled),
         "tokens_generated_before_cancel_max": max(cancelled, default=None),
@@ -1244,17 +1228,14 @@ def main() -> int:
         ("concurrency: total min/med/max", fmt_spread(conc["total_s"])),
         ("concurrency: time to 529 min/med/max", fmt_spread(conc["time_to_529_s"])),
         (
-            "disconnect: undisturbed TTFT (median)",
+            "disconnect: TTFT undisturbed (median of 20)",
             fmt(disc["undisturbed_median_s"], " s"),
         ),
-        ("disconnect: next TTFT after 20", fmt(disc["next_ttft_s"], " s")),
-        ("disconnect: next / undisturbed", fmt(disc["next_over_undisturbed"])),
-        ("disconnect: control TTFT (median)", fmt(disc["control_median_s"], " s")),
-        ("disconnect: next / control", fmt(disc["next_over_control"])),
         (
-            "disconnect: after median / undisturbed",
-            fmt(disc["after_median_over_undisturbed"]),
+            "disconnect: TTFT after a disconnect (median of 20)",
+            fmt(disc["after_median_s"], " s"),
         ),
+        ("disconnect: after / undisturbed", fmt(disc["after_over_undisturbed"])),
         (
             "disconnect: cancel log lines (max tokens)",
             f"{disc['cancel_log_lines']} "
@@ -1268,7 +1249,7 @@ def main() -> int:
     goals = {
         "warm <= 5% of cold (profile auto)": auto["warm_over_cold"] <= 0.05,
         "every client completed or got 529, none hung": conc["failed"] == 0,
-        "TTFT after disconnects within 10%": (disc["next_over_undisturbed"] or 99)
+        "TTFT after disconnects within 10%": (disc["after_over_undisturbed"] or 99)
         <= 1.10,
     }
     if off is not None:
