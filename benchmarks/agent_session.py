@@ -62,34 +62,53 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import secrets
 import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from _server import (
+    GUNICORN_SIGTERM_LINE,
+    HOST,
+    ExternalStop,
+    Readiness,
+    anthropic_headers,
+    banner,
+    fmt,
+    free_port,
+    gunicorn_command,
+    load_warning,
+    loadavg,
+    machine_info,
+    median,
+    pensieve_env,
+    running_server,
+    spread,
+)
 from pensieve.engine import ToolSpec
 from pensieve.engine.prompt import GENERIC_TOOLS_PROMPT, tool_json
 from pensieve.models.resolve import default_cache_dir, resolve_model
 
-ROOT = Path(__file__).resolve().parent.parent
-
-HOST = "127.0.0.1"
 API_KEY = "pensieve-benchmark-key"
 READY_TIMEOUT = 300.0
+# /health's status only (its body unread); an early exit shows the log's tail,
+# or is an ExternalStop when gunicorn logged a SIGTERM.
+READINESS = Readiness(
+    timeout_s=READY_TIMEOUT,
+    poll_s=0.1,
+    log_tail=4000,
+    read_health=False,
+    stop_marker=GUNICORN_SIGTERM_LINE,
+)
 LONG_TIMEOUT = 1800.0  # one mlx_lm.server turn: a full re-prefill at ~10 tok/s
 MAX_TOKENS = 16
 TURNS = 5
@@ -354,13 +373,6 @@ FILLER = (
 )
 
 
-class ExternalStop(RuntimeError):
-    """Another process sent one of our servers SIGTERM (the machine is shared)."""
-
-
-SIGNALLED = "Handling signal: term"  # gunicorn master's log line
-
-
 @dataclass
 class Stream:
     """One streamed request as the client saw it."""
@@ -401,89 +413,19 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
-def package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "absent"
-
-
-def loadavg() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def spread(values: list[float]) -> dict[str, float | None]:
-    """min / median / max of `values` (None when empty)."""
-    return {
-        "min": min(values) if values else None,
-        "median": median(values),
-        "max": max(values) if values else None,
-    }
-
-
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll /health until it answers 200."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            text = log.read_text(errors="replace")
-            if SIGNALLED in text:
-                raise ExternalStop(f"{log.name}: SIGTERM from another process")
-            raise RuntimeError(f"server exited early:\n{text[-4000:]}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server not ready after {READY_TIMEOUT} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL to the process group the server was started in."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # a worker left behind, if any
-
-
 @contextlib.contextmanager
 def serving(
     name: str, command: list[str], env: dict[str, str], port: int, log_path: Path
 ) -> Iterator[Server]:
-    """Start a server in its own session, wait for /health, stop it at the end."""
-    url = f"http://{HOST}:{port}"
-    with open(log_path, "wb") as log:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_until_ready(url, process, log_path)
-        yield Server(name, url, log_path, time.perf_counter() - started)
-    finally:
-        stop(process)
+    """Start a server in its own session, wait for /health, stop it at the end.
+
+    The end is SIGTERM, SIGKILL after 45 s, then SIGKILL to the session's
+    process group (a worker left behind, if any).
+    """
+    with running_server(
+        command, env, port, log_path, READINESS, new_session=True, stop_grace_s=45.0
+    ) as ready:
+        yield Server(name, ready.url, log_path, ready.ready_s)
 
 
 @contextlib.contextmanager
@@ -498,27 +440,27 @@ def pensieve_server(
     port = free_port()
     instance = work / f"instance-{name}"
     instance.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PENSIEVE_")}
-    env.update(
-        PENSIEVE_MODEL="bundled",
-        PENSIEVE_CACHE_DIR=str(cache_dir),
-        PENSIEVE_INSTANCE_PATH=str(instance),  # no pensieve.toml: defaults
-        PENSIEVE_HOST=HOST,
-        PENSIEVE_PORT=str(port),
-        PENSIEVE_API_KEY=API_KEY,
-        PENSIEVE_LOG_LEVEL="info",
-        PENSIEVE_LOG_FORMAT="plain",
+    env = pensieve_env(
+        port,
+        cache_dir,
+        API_KEY,
+        {
+            "INSTANCE_PATH": str(instance),  # no pensieve.toml: defaults
+            "LOG_LEVEL": "info",
+            "LOG_FORMAT": "plain",
+            **settings,
+        },
+        inherit_pensieve=False,
     )
-    env.update({f"PENSIEVE_{key}": value for key, value in settings.items()})
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+    command = gunicorn_command()
     with serving(name, command, env, port, work / f"{name}.log") as server:
         try:
             yield server
         except Exception as error:
-            if SIGNALLED in server.log_text():
+            if GUNICORN_SIGTERM_LINE in server.log_text():
                 raise ExternalStop(f"{name}: SIGTERM from another process") from error
             raise
-        if SIGNALLED in server.log_text():
+        if GUNICORN_SIGTERM_LINE in server.log_text():
             raise ExternalStop(f"{name}: SIGTERM from another process")
 
 
@@ -682,7 +624,7 @@ def anthropic_stream(
             return True
         return False
 
-    headers = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}
+    headers = anthropic_headers(API_KEY)
     # Pensieve pings every 5 s, also while it prefills or queues.
     result = post_stream(
         f"{url}/v1/messages", body, headers, timeout_s, READ_TIMEOUT, on_data
@@ -1029,14 +971,6 @@ def disconnects(server: Server) -> dict[str, Any]:
     }
 
 
-def fmt(value: Any, unit: str = "") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.3f}{unit}" if value < 10 else f"{value:.1f}{unit}"
-    return f"{value}{unit}"
-
-
 def fmt_spread(values: dict[str, float | None]) -> str:
     return " / ".join(fmt(values[k]) for k in ("min", "median", "max")) + " s"
 
@@ -1115,21 +1049,9 @@ def main() -> int:
     # blocks run and stop them.
     signal.signal(signal.SIGTERM, interrupted)
 
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "mlx": package_version("mlx"),
-        "mlx_lm": package_version("mlx-lm"),
-        "loadavg_start": loadavg(),
-    }
+    info = machine_info(with_machine=False)
     started = time.perf_counter()
-    print(
-        f"Pensieve agent-session benchmark - {info['platform']}, "
-        f"{info['cpu_count']} CPUs, Python {info['python']}, mlx {info['mlx']}, "
-        f"mlx-lm {info['mlx_lm']}, load avg {info['loadavg_start']}",
-        flush=True,
-    )
+    print(banner("Pensieve agent-session benchmark", info), flush=True)
     model_dir = resolve_model("bundled", cache_dir=args.cache_dir, fallback=False).path
     print(f"model directory: {model_dir}")
     work = Path(tempfile.mkdtemp(prefix="pensieve-agent-bench-"))
@@ -1268,12 +1190,9 @@ def main() -> int:
         print(f"  [{'met' if met else 'MISSED'}] {goal}")
     for note in anomalies + conc["failures"]:
         print(f"  note: {note}")
-    busiest = max([info["loadavg_start"], info["loadavg_end"], *loads.values()])
-    if busiest > 0.5 * (info["cpu_count"] or 1):
-        print(
-            f"\nWARNING: load average reached {busiest} on {info['cpu_count']} CPUs: "
-            "other processes competed for the CPU, figures are noisy."
-        )
+    warning = load_warning(info, *loads.values())
+    if warning:
+        print(f"\n{warning}")
     print("\nJSON: " + json.dumps(rounded(figures), separators=(",", ":")))
     return 0
 

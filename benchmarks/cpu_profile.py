@@ -62,29 +62,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from _server import (
+    ROOT,
+    Readiness,
+    anthropic_headers,
+    banner,
+    load_warning,
+    loadavg,
+    machine_info,
+    running_pensieve,
+    timed_message,
+)
 from pensieve.config import load_settings
 from pensieve.models.bundled import bundled_gguf_path
 from pensieve.models.resolve import resolve_model
 
-ROOT = Path(__file__).resolve().parent.parent
-
-HOST = "127.0.0.1"
 API_KEY = "pensieve-local-key"
 PREFILL_LENGTHS = (128, 1024, 2048)
 SERVER_PREFILL_TOKENS = 1024
@@ -275,24 +279,6 @@ print("RESULT " + json.dumps({
 """
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
-def package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "absent"
-
-
-def loadavg() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
 def run_child(
     command: list[str], label: str, timeout: float, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -423,25 +409,7 @@ def bench_llama(
     )
 
 
-def wait_until_ready(
-    url: str, process: subprocess.Popen[bytes], log_path: Path
-) -> dict[str, Any]:
-    """Poll /health until it answers 200; return its body."""
-    deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
-        try:
-            response = requests.get(f"{url}/health", timeout=2)
-            if response.status_code == 200:
-                return response.json()
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server not ready after {SERVER_READY_TIMEOUT_S} s")
-
-
-HEADERS = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}
+HEADERS = anthropic_headers(API_KEY)
 
 
 def count_tokens(url: str, text: str) -> int:
@@ -479,91 +447,23 @@ def sized_prompt(url: str, target: int) -> tuple[Callable[[int], str], int]:
 
 def stream_message(url: str, prompt: str, max_tokens: int) -> dict[str, Any]:
     """One streaming /v1/messages request, timed per SSE event."""
-    body = {
-        "model": "bundled",
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": True,
-        "messages": [{"role": "user", "content": prompt}],
-    }
-    first_delta = message_stop = None
-    input_tokens = output_tokens = cache_read = 0
-    stop_reason = None
-    pieces: list[str] = []
-    t0 = time.perf_counter()
-    with requests.post(
-        f"{url}/v1/messages",
-        json=body,
-        headers=HEADERS,
-        stream=True,
-        timeout=REQUEST_TIMEOUT_S,
-    ) as response:
-        response.raise_for_status()
-        buffer = b""
-        for chunk in response.iter_content(chunk_size=None):
-            now = time.perf_counter()
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if not line.startswith(b"data:"):
-                    continue
-                event = json.loads(line[5:])
-                kind = event.get("type")
-                if kind == "message_start":
-                    usage = event["message"]["usage"]
-                    input_tokens = int(usage["input_tokens"])
-                    cache_read = int(usage.get("cache_read_input_tokens") or 0)
-                elif kind == "content_block_delta":
-                    first_delta = first_delta or now
-                    pieces.append(event["delta"]["text"])
-                elif kind == "message_delta":
-                    output_tokens = int(event.get("usage", {}).get("output_tokens", 0))
-                    stop_reason = event["delta"].get("stop_reason")
-                elif kind == "message_stop":
-                    message_stop = now
-                elif kind == "error":
-                    raise RuntimeError(f"server error event: {event}")
-    if first_delta is None or message_stop is None:
-        raise RuntimeError("stream ended without a delta or message_stop")
-    decode_s = message_stop - first_delta
-    return {
-        "input_tokens": input_tokens,
-        "cache_read_input_tokens": cache_read,
-        "output_tokens": output_tokens,
-        "stop_reason": stop_reason,
-        "ttft_s": first_delta - t0,
-        "decode_tps": (output_tokens - 1) / decode_s if output_tokens > 1 else None,
-        "text": "".join(pieces),
-    }
+    return timed_message(
+        url, prompt, max_tokens, api_key=API_KEY, timeout_s=REQUEST_TIMEOUT_S
+    ).figures()
 
 
 def bench_server(
     cache_dir: Path, log_path: Path, decode_tokens: int, repeats: int
 ) -> dict[str, Any]:
     """(c): gunicorn with the CPU profile on, measured through /v1/messages."""
-    port = free_port()
-    url = f"http://{HOST}:{port}"
-    env = {
-        **os.environ,
-        "PENSIEVE_MODEL": "bundled",
-        "PENSIEVE_CACHE_DIR": str(cache_dir),
-        "PENSIEVE_PORT": str(port),
-        "PENSIEVE_HOST": HOST,
-        "PENSIEVE_API_KEY": API_KEY,
-        "PENSIEVE_CPU_PROFILE": "auto",
-    }
-    with open(log_path, "wb") as log:
-        t0 = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        health = wait_until_ready(url, process, log_path)
-        ready_s = time.perf_counter() - t0
+    with running_pensieve(
+        cache_dir,
+        log_path,
+        API_KEY,
+        settings={"CPU_PROFILE": "auto"},
+        readiness=Readiness(timeout_s=SERVER_READY_TIMEOUT_S, poll_s=0.1),
+    ) as ready:
+        url, health, ready_s = ready.url, ready.health, ready.ready_s
         print(
             f"      server: ready in {ready_s:.1f} s, backend {health.get('backend')}"
             f", cpu_profile {health.get('cpu_profile')}",
@@ -608,13 +508,6 @@ def bench_server(
             "decode_tps": best_decode["decode_tps"],
             "decode_text": best_decode["text"],
         }
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def estimate_s(
@@ -690,20 +583,8 @@ def main() -> int:
 
     llama_version = llama_installed(args.llama_venv)
     llama_plan = "run" if llama_version else "build" if args.build_llama else "skip"
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "mlx": package_version("mlx"),
-        "mlx_lm": package_version("mlx-lm"),
-        "loadavg_start": loadavg(),
-    }
-    print(
-        f"Pensieve CPU-profile benchmark - {info['platform']} ({info['machine']}), "
-        f"{info['cpu_count']} CPUs, Python {info['python']}, mlx {info['mlx']}, "
-        f"mlx-lm {info['mlx_lm']}, load avg {info['loadavg_start']}"
-    )
+    info = machine_info()
+    print(banner("Pensieve CPU-profile benchmark", info))
     print(
         f"prefill lengths {lengths} (before: {before_lengths}), prefill_step_size "
         f"{step_size}, decode {args.decode_tokens} tokens, best of {repeats} "
@@ -856,16 +737,13 @@ def main() -> int:
     for text, value, met in checks:
         print(f"  [{'met' if met else 'MISSED'}] {text}: {value:.1f}")
 
-    busiest = max(info["loadavg_start"], info["loadavg_end"])
     print(
         f"\nload avg start / end: {info['loadavg_start']} / {info['loadavg_end']}; "
         f"elapsed {elapsed / 60:.1f} min (estimated {estimate / 60:.0f} min)"
     )
-    if busiest > 0.5 * (info["cpu_count"] or 1):
-        print(
-            f"WARNING: load average reached {busiest} on {info['cpu_count']} CPUs: "
-            "other processes competed for the CPU, figures are noisy."
-        )
+    warning = load_warning(info)
+    if warning:
+        print(warning)
     if after["decode_text"] != before["decode_text"]:
         print("note: before and after decoded different greedy text.")
 

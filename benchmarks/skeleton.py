@@ -34,25 +34,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import requests
-
+from _server import (
+    Readiness,
+    banner,
+    fmt,
+    load_warning,
+    loadavg,
+    machine_info,
+    running_pensieve,
+    timed_message,
+)
 from pensieve.models.resolve import resolve_model
 
-ROOT = Path(__file__).resolve().parent.parent
-
-HOST = "127.0.0.1"
 API_KEY = "pensieve-benchmark-key"
 DEFAULT_PROMPT = "Count from 1 to 300, separated by commas."
 READY_TIMEOUT = 300.0
@@ -106,32 +106,6 @@ print("RESULT " + json.dumps({
 """
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
-def package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "absent"
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "mlx": package_version("mlx"),
-        "mlx_lm": package_version("mlx-lm"),
-        "loadavg_start": round(os.getloadavg()[0], 2),
-    }
-
-
 def bench_import(cache_dir: Path) -> dict[str, Any]:
     """Step 1: first (importing) and cached `resolve_model("bundled")`."""
     t0 = time.perf_counter()
@@ -173,79 +147,19 @@ def bench_raw(model_dir: Path, prompt: str, max_tokens: int) -> dict[str, Any]:
     return result
 
 
-def wait_until_ready(
-    url: str, process: subprocess.Popen[bytes], log_path: Path
-) -> dict[str, Any]:
-    """Poll /health until it answers 200; return its body."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
-        try:
-            response = requests.get(f"{url}/health", timeout=2)
-            if response.status_code == 200:
-                return response.json()
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"server not ready after {READY_TIMEOUT} s")
-
-
 def stream_message(url: str, prompt: str, max_tokens: int) -> dict[str, Any]:
     """Step 5: one streaming /v1/messages request, timed per SSE event."""
-    body = {
-        "model": "bundled",
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": True,
-        "messages": [{"role": "user", "content": prompt}],
-    }
-    headers = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}
-    first_delta = message_stop = None
-    usage: dict[str, Any] = {}
-    stop_reason = None
-    pieces: list[str] = []
-    t0 = time.perf_counter()
-    with requests.post(
-        f"{url}/v1/messages",
-        json=body,
-        headers=headers,
-        stream=True,
-        timeout=REQUEST_TIMEOUT,
-    ) as response:
-        response.raise_for_status()
-        buffer = b""
-        for chunk in response.iter_content(chunk_size=None):
-            now = time.perf_counter()
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if not line.startswith(b"data:"):
-                    continue
-                event = json.loads(line[5:])
-                kind = event.get("type")
-                if kind == "content_block_delta":
-                    first_delta = first_delta or now
-                    pieces.append(event["delta"]["text"])
-                elif kind == "message_delta":
-                    usage = event.get("usage", {})
-                    stop_reason = event["delta"].get("stop_reason")
-                elif kind == "message_stop":
-                    message_stop = now
-                elif kind == "error":
-                    raise RuntimeError(f"server error event: {event}")
-    if first_delta is None or message_stop is None:
-        raise RuntimeError("stream ended without a delta or message_stop")
-    tokens = int(usage.get("output_tokens", 0))
-    decode_s = message_stop - first_delta
+    run = timed_message(
+        url, prompt, max_tokens, api_key=API_KEY, timeout_s=REQUEST_TIMEOUT
+    )
     return {
-        "output_tokens": tokens,
-        "stop_reason": stop_reason,
-        "time_to_first_delta_s": first_delta - t0,
-        "first_delta_to_stop_s": decode_s,
-        "request_total_s": message_stop - t0,
-        "decode_tps": (tokens - 1) / decode_s if tokens > 1 else None,
-        "text": "".join(pieces),
+        "output_tokens": run.output_tokens,
+        "stop_reason": run.stop_reason,
+        "time_to_first_delta_s": run.ttft_s,
+        "first_delta_to_stop_s": run.decode_s,
+        "request_total_s": run.total_s,
+        "decode_tps": run.decode_tps,
+        "text": run.text,
     }
 
 
@@ -253,50 +167,15 @@ def bench_server(
     cache_dir: Path, log_path: Path, prompt: str, max_tokens: int
 ) -> dict[str, Any]:
     """Steps 4 and 5: gunicorn start to ready, then one streamed generation."""
-    port = free_port()
-    url = f"http://{HOST}:{port}"
-    env = {
-        **os.environ,
-        "PENSIEVE_MODEL": "bundled",
-        "PENSIEVE_CACHE_DIR": str(cache_dir),
-        "PENSIEVE_PORT": str(port),
-        "PENSIEVE_HOST": HOST,
-        "PENSIEVE_API_KEY": API_KEY,
-    }
-    with open(log_path, "wb") as log:
-        t0 = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        health = wait_until_ready(url, process, log_path)
-        ready_s = time.perf_counter() - t0
-        result = stream_message(url, prompt, max_tokens)
+    readiness = Readiness(timeout_s=READY_TIMEOUT, poll_s=0.05)
+    with running_pensieve(cache_dir, log_path, API_KEY, readiness=readiness) as server:
+        result = stream_message(server.url, prompt, max_tokens)
         result.update(
-            start_to_ready_s=ready_s,
-            worker_load_s=health.get("load_seconds"),
-            backend=health.get("backend"),
+            start_to_ready_s=server.ready_s,
+            worker_load_s=server.health.get("load_seconds"),
+            backend=server.health.get("backend"),
         )
         return result
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def fmt(value: Any, unit: str = "") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.3f}{unit}" if value < 10 else f"{value:.1f}{unit}"
-    return f"{value}{unit}"
 
 
 def main() -> int:
@@ -305,12 +184,8 @@ def main() -> int:
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     args = parser.parse_args()
 
-    info = machine()
-    print(
-        f"Pensieve skeleton benchmark - {info['platform']} ({info['machine']}), "
-        f"{info['cpu_count']} CPUs, Python {info['python']}, mlx {info['mlx']}, "
-        f"mlx-lm {info['mlx_lm']}, load avg {info['loadavg_start']}"
-    )
+    info = machine_info()
+    print(banner("Pensieve skeleton benchmark", info))
     print(f"prompt: {args.prompt!r}, max_tokens={args.max_tokens}, greedy\n")
 
     with tempfile.TemporaryDirectory(prefix="pensieve-bench-") as tmp:
@@ -337,7 +212,7 @@ def main() -> int:
             f"{server['output_tokens']} tokens ({server['stop_reason']}) "
             f"at {server['decode_tps']:.2f} tok/s"
         )
-    info["loadavg_end"] = round(os.getloadavg()[0], 2)
+    info["loadavg_end"] = loadavg()
 
     ratio = ratio_matched = None
     if server["decode_tps"] and raw["generation_tps"]:
@@ -345,12 +220,9 @@ def main() -> int:
     if server["decode_tps"] and raw["decode_tps_matched"]:
         ratio_matched = server["decode_tps"] / raw["decode_tps_matched"]
     same_text = server["text"] == raw["text"]
-    busiest = max(info["loadavg_start"], info["loadavg_end"])
-    if busiest > 0.5 * (info["cpu_count"] or 1):
-        print(
-            f"\nWARNING: load average reached {busiest} on {info['cpu_count']} "
-            "CPUs: other processes competed for the CPU, figures are noisy."
-        )
+    warning = load_warning(info)
+    if warning:
+        print(f"\n{warning}")
     if server["output_tokens"] != raw["output_tokens"]:
         print(
             f"\nWARNING: token counts differ (server {server['output_tokens']}, "
