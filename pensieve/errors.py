@@ -20,7 +20,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from .dialect import speaks_openai
-from .engine import EngineBusy, EngineUnavailable, PromptTooLong
+from .engine import ClientGone, EngineBusy, EngineUnavailable, PromptTooLong
 from .sse import DataEvent, ServerSentEvent
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,9 @@ def openai_error_body(api_error: APIError) -> dict[str, Any]:
     }
 
 
+CLIENT_CLOSED = 499  # nginx's status for a request whose client went away
+
+
 def as_api_error(error: Exception) -> APIError:
     """Any exception as the APIError a client should see (never a stack trace)."""
     if isinstance(error, APIError):
@@ -164,6 +167,10 @@ def as_api_error(error: Exception) -> APIError:
         return Overloaded(str(error), {"retry-after": str(error.retry_after)})
     if isinstance(error, EngineUnavailable):
         return ModelUnavailable(f"the model is unavailable: {error}")
+    if isinstance(error, ClientGone):
+        api_error = APIError("the client closed the connection")
+        api_error.status = CLIENT_CLOSED  # nobody reads it: an access-log mark
+        return api_error
     if isinstance(error, HTTPException):
         api_error = APIError(error.description or error.name)
         api_error.status = error.code or 500

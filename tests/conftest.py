@@ -94,21 +94,38 @@ def wait_until_ready(server: Server, timeout: float) -> None:
     raise RuntimeError(f"server not ready after {timeout} s:\n{server.log()}")
 
 
-@pytest.fixture(scope="session")
-def server(
-    cache_dir: Path, bundled_model_dir: Path, tmp_path_factory
-) -> Iterator[Server]:
-    """The real server on the bundled model, shared by the integration tests."""
-    env = {
+def bundled_env(cache_dir: Path, **settings: str) -> dict[str, str]:
+    """Environment for a server on the bundled model; `settings` by name."""
+    return {
         "PENSIEVE_MODEL": "bundled",
         "PENSIEVE_CACHE_DIR": str(cache_dir),
         "PENSIEVE_HOST": "127.0.0.1",
         "PENSIEVE_API_KEY": API_KEY,
-        "PENSIEVE_KEEPALIVE_SECONDS": "1",  # so that prefill pings show in tests
-        "PENSIEVE_MAX_REQUEST_BYTES": "2000000",
+        **{f"PENSIEVE_{name}": value for name, value in settings.items()},
     }
+
+
+@contextmanager
+def bundled_server(
+    cache_dir: Path, tmp_path_factory: pytest.TempPathFactory, **settings: str
+) -> Iterator[Server]:
+    """A real server on the bundled model with `settings` (e.g. QUEUE_DEPTH="1")."""
     log_path = tmp_path_factory.mktemp("server") / "gunicorn.log"
-    with running_server(env, log_path) as running:
+    with running_server(bundled_env(cache_dir, **settings), log_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def server(
+    cache_dir: Path, bundled_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The real server on the bundled model, shared by the integration tests."""
+    with bundled_server(
+        cache_dir,
+        tmp_path_factory,
+        KEEPALIVE_SECONDS="1",  # so that prefill pings show in tests
+        MAX_REQUEST_BYTES="2000000",
+    ) as running:
         yield running
 
 

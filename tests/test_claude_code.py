@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import API_KEY, Server, running_server
+from conftest import API_KEY, Server, bundled_server
 
 CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.330"
 
@@ -54,14 +54,7 @@ def claude() -> Path:
 def server(
     cache_dir: Path, bundled_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    env = {
-        "PENSIEVE_MODEL": "bundled",
-        "PENSIEVE_CACHE_DIR": str(cache_dir),
-        "PENSIEVE_API_KEY": API_KEY,
-        "PENSIEVE_MAX_TEMPERATURE": "0",
-    }
-    log_path = tmp_path_factory.mktemp("greedy-server") / "gunicorn.log"
-    with running_server(env, log_path) as running:
+    with bundled_server(cache_dir, tmp_path_factory, MAX_TEMPERATURE="0") as running:
         yield running
 
 

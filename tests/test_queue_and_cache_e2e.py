@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ import anthropic
 import pytest
 import requests
 
-from conftest import API_KEY, Server, running_server
+from conftest import API_KEY, Server, bundled_server
 
 SYSTEM = "You are a helpful assistant. " + "Answer briefly and accurately. " * 40
 
@@ -77,15 +79,9 @@ def test_greedy_output_is_identical_with_and_without_a_cache_hit(
 def small_queue_server(
     cache_dir: Path, bundled_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    env = {
-        "PENSIEVE_MODEL": "bundled",
-        "PENSIEVE_CACHE_DIR": str(cache_dir),
-        "PENSIEVE_API_KEY": API_KEY,
-        "PENSIEVE_QUEUE_DEPTH": "1",
-        "PENSIEVE_KEEPALIVE_SECONDS": "1",
-    }
-    log_path = tmp_path_factory.mktemp("queue") / "gunicorn.log"
-    with running_server(env, log_path) as running:
+    with bundled_server(
+        cache_dir, tmp_path_factory, QUEUE_DEPTH="1", KEEPALIVE_SECONDS="1"
+    ) as running:
         yield running
 
 
@@ -98,8 +94,11 @@ def stream_until_first_delta(server: Server, max_tokens: int) -> requests.Respon
             {"role": "user", "content": "Count from 1 to 500, separated by commas."}
         ],
     )
-    for line in response.iter_lines():
+    lines = response.iter_lines()
+    for line in lines:
         if b"content_block_delta" in line:
+            # Dropping the iterator would close the connection: keep it.
+            response.lines = lines  # type: ignore[attr-defined]
             return response
     raise AssertionError("no token arrived")
 
@@ -147,3 +146,42 @@ def test_disconnect_frees_the_model_promptly(small_queue_server: Server) -> None
     cancelled = re.findall(r"cancelled after (\d+) generated tokens", server.log())
     assert cancelled, server.log()[-2000:]
     assert int(cancelled[-1]) < 100  # stopped right away, not after 400 tokens
+
+
+def test_a_non_streaming_client_that_leaves_frees_the_model(
+    small_queue_server: Server,
+) -> None:
+    # Such a client never gets a write that fails: the server must notice the
+    # closed connection itself.
+    server = small_queue_server
+    before = len(re.findall(r"cancelled after \d+ generated tokens", server.log()))
+    body = json.dumps(
+        {
+            "model": "m",
+            "max_tokens": 400,
+            "temperature": 0,
+            "messages": [
+                {"role": "user", "content": "Count from 1 to 500, separated by commas."}
+            ],
+        }
+    ).encode()
+    head = (
+        "POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"x-api-key: {API_KEY}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(head + body)
+        deadline = time.monotonic() + 60
+        while requests.get(f"{server.url}/health", timeout=5).json()["running"] is None:
+            assert time.monotonic() < deadline, "the request never started"
+            time.sleep(0.1)
+        time.sleep(1.0)  # a few tokens
+    started = time.monotonic()
+    response = ask(server, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    assert response.status_code == 200
+    cancelled = re.findall(r"cancelled after (\d+) generated tokens", server.log())
+    assert cancelled[before:], server.log()[-2000:]
+    assert int(cancelled[-1]) < 100  # not the 400 asked for
+    assert time.monotonic() - started < 30

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
+from ..connection import client_gone_probe
 from ..engine import Constraint, Usage
 from ..errors import InvalidRequest, error_event
 from ..schemas.messages import MessagesRequestSchema
@@ -54,7 +55,11 @@ def create_message() -> Response:
     engine.admit()
     constraint = Constraint(params.tool_policy, params.response_schema)
     events = engine.generate(
-        prompt, params.sampling, request_id=g.request_id, constraint=constraint
+        prompt,
+        params.sampling,
+        request_id=g.request_id,
+        constraint=constraint,
+        client_gone=client_gone_probe(request.environ),
     )
     message_id = f"msg_{uuid.uuid4().hex[:24]}"
     model = engine.resolve().model_id

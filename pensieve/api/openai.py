@@ -13,8 +13,9 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, g, jsonify, request
 
+from ..connection import client_gone_probe
 from ..engine import (
     Constraint,
     Event,
@@ -54,7 +55,11 @@ def chat_completions() -> Response:
     engine.admit()
     sampling = params.sampling.for_prompt(prompt)
     events = engine.generate(
-        prompt, sampling, request_id=g.request_id, constraint=constraint_of(params)
+        prompt,
+        sampling,
+        request_id=g.request_id,
+        constraint=constraint_of(params),
+        client_gone=client_gone_probe(request.environ),
     )
     if params.stream:
         head = answer_head("chatcmpl", "chat.completion.chunk")
@@ -84,7 +89,12 @@ def completions() -> Response:
     prompt = engine.prepare_text(params.prompt)
     engine.admit()
     sampling = params.sampling.for_prompt(prompt)
-    events = engine.generate(prompt, sampling, request_id=g.request_id)
+    events = engine.generate(
+        prompt,
+        sampling,
+        request_id=g.request_id,
+        client_gone=client_gone_probe(request.environ),
+    )
     head = answer_head("cmpl", "text_completion")
     echo = {"content": params.prompt} if params.echo else None
     if params.stream:

@@ -16,11 +16,13 @@ from .events import (
     ToolSpec,
     Usage,
 )
+from .generation import ClientGone
 from .model import Constraint
 from .tools import ToolPolicy
 
 __all__ = [
     "ChatMessage",
+    "ClientGone",
     "Constraint",
     "ToolPolicy",
     "ToolCallDelta",

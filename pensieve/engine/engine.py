@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +20,7 @@ from ..config import model_is_default
 from ..models.resolve import ResolvedModel, default_cache_dir, resolve_model
 from .cache import PromptCache
 from .events import ChatMessage, Event, KeepAlive, Prompt, SamplingParams, ToolSpec
-from .generation import GenerationSettings, run_generation
+from .generation import ClientGone, GenerationSettings, never, run_generation
 from .model import Constraint, CPUProfile, LoadedModel, load_model
 from .prompt import render_prompt
 from .runner import FairLock, InferenceThread
@@ -190,12 +190,14 @@ class Engine:
         *,
         request_id: str = "",
         constraint: Constraint | None = None,
+        client_gone: Callable[[], bool] = never,
     ) -> Iterator[Event]:
         """Events for one generation: keep-alives while queued, deltas, Finished.
 
         Requests get the model in arrival order; one that waits longer than
-        the queue timeout gets EngineBusy. Closing the iterator leaves the queue
-        or releases the model.
+        the queue timeout gets EngineBusy. Closing the iterator, or
+        `client_gone()` turning true (ClientGone), leaves the queue or releases
+        the model.
         """
         loaded = self.loaded()
         assert self._thread is not None and self._lock is not None  # loaded() did
@@ -206,6 +208,8 @@ class Engine:
             queue_timeout = self._config["QUEUE_TIMEOUT"]
             deadline = time.monotonic() + queue_timeout
             while not ticket.wait(timeout=self._config["KEEPALIVE_SECONDS"]):
+                if client_gone():
+                    raise ClientGone
                 if time.monotonic() > deadline:
                     raise EngineBusy(
                         "timed out waiting for the model",
@@ -225,6 +229,7 @@ class Engine:
                     keepalive_seconds=self._config["KEEPALIVE_SECONDS"],
                 ),
                 constraint=constraint or Constraint(ToolPolicy()),
+                client_gone=client_gone,
             )
         finally:
             if ticket.is_set():

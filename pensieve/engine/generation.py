@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 
 from .. import metrics
@@ -22,6 +22,14 @@ from .stops import StopSequenceFilter
 from .toolstream import ToolCallSplitter
 
 log = logging.getLogger(__name__)
+
+
+class ClientGone(Exception):
+    """The client closed its connection; the generation was cancelled."""
+
+
+def never() -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -39,11 +47,13 @@ def run_generation(
     cache: PromptCache,
     settings: GenerationSettings,
     constraint: Constraint,
+    client_gone: Callable[[], bool] = never,
 ) -> Iterator[Event]:
     """Events for one generation; the caller holds the model lock throughout.
 
-    Closing the iterator (the client went away) cancels a running prefill at
-    its next chunk and stops decoding after the current token.
+    Closing the iterator, or `client_gone()` turning true (checked after every
+    token and every keep-alive), cancels a running prefill at its next chunk
+    and stops decoding after the current token; the latter raises ClientGone.
     """
     sampling = replace(
         sampling, max_tokens=min(sampling.max_tokens, prompt.max_new_tokens)
@@ -62,17 +72,18 @@ def run_generation(
     calls = ToolCallSplitter(enabled=constraint.policy.active)
     started = time.monotonic()
     output_tokens = 0
+    keepalive = settings.keepalive_seconds
     try:
-        first = yield from wait(thread.submit(next, steps), settings.keepalive_seconds)
+        first = yield from wait(thread.submit(next, steps), keepalive, client_gone)
         cached = first.cached or 0
         while True:
-            step = yield from wait(
-                thread.submit(next, steps), settings.keepalive_seconds
-            )
+            step = yield from wait(thread.submit(next, steps), keepalive, client_gone)
             if output_tokens == 0:
                 first_token_at = time.monotonic()
             if step.finish != "end_turn":
                 output_tokens += 1
+            if step.finish is None and client_gone():
+                raise ClientGone
             yield from filter_text(calls.feed(step.text), stops)
             if stops.matched is not None:
                 reason, matched = "stop_sequence", stops.matched
@@ -85,7 +96,7 @@ def run_generation(
                 if calls.calls and reason == "end_turn":
                     reason = "tool_use"
                 break
-    except GeneratorExit:
+    except (GeneratorExit, ClientGone):
         log.info("cancelled after %d generated tokens", output_tokens)
         raise
     finally:
@@ -112,13 +123,21 @@ def filter_text(events: list[Event], stops: StopSequenceFilter) -> Iterator[Even
 
 
 def wait(
-    future: concurrent.futures.Future[Step], keepalive: float
+    future: concurrent.futures.Future[Step],
+    keepalive: float,
+    client_gone: Callable[[], bool],
 ) -> Generator[KeepAlive, None, Step]:
-    """Wait for `future`, yielding a KeepAlive every `keepalive` seconds."""
+    """Wait for `future`, yielding a KeepAlive every `keepalive` seconds.
+
+    A client gone meanwhile raises ClientGone (a prefill is cancelled by the
+    caller's `finally`).
+    """
     while True:
         try:
             return future.result(timeout=keepalive)
         except TimeoutError:
+            if client_gone():
+                raise ClientGone from None
             yield KeepAlive()
 
 
