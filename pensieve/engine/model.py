@@ -145,17 +145,29 @@ def _installed(distribution: str) -> bool:
 
 
 def _warm_up(model: Any, tokenizer: Any) -> None:
-    """Run the model once on a few tokens and sample one token."""
+    """Prefill a few dozen tokens, then decode greedily and with sampling.
+
+    Each path has kernels of its own: a GPU backend builds them here (tens of
+    seconds on a fresh machine) instead of in the first requests.
+    """
     import mlx.core as mx
     from mlx_lm.generate import generate_step
     from mlx_lm.models.cache import make_prompt_cache
+    from mlx_lm.sample_utils import make_sampler
 
-    prompt = mx.array(tokenizer.encode("Hello"))
-    steps = generate_step(
-        prompt, model, max_tokens=2, prompt_cache=make_prompt_cache(model)
+    prompt = mx.array(
+        tokenizer.encode("The quick brown fox jumps over the lazy dog. " * 4)
     )
-    for _ in steps:
-        pass
+    for sampler in (None, make_sampler(temp=0.7, top_p=0.9, top_k=40)):
+        steps = generate_step(
+            prompt,
+            model,
+            max_tokens=2,
+            sampler=sampler,
+            prompt_cache=make_prompt_cache(model),
+        )
+        for _ in steps:
+            pass
 
 
 def _context_length(config: dict[str, Any], tokenizer: Any) -> int:
