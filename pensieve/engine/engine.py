@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -80,11 +81,10 @@ class Engine:
     def resolve(self) -> ResolvedModel:
         """Find (download, import) the model's directory. Touches no device."""
         if self.resolved is None:
-            cache = self._config["CACHE_DIR"]
             try:
                 self.resolved = resolve_model(
                     self._config["MODEL"],
-                    cache_dir=Path(cache) if cache else default_cache_dir(),
+                    cache_dir=self.cache_dir,
                     fallback=model_is_default(self._config),
                     offline_timeout=self._config["OFFLINE_TIMEOUT"],
                 )
@@ -93,11 +93,20 @@ class Engine:
                 raise
         return self.resolved
 
+    @property
+    def cache_dir(self) -> Path:
+        cache = self._config["CACHE_DIR"]
+        return Path(cache) if cache else default_cache_dir()
+
     def start(self) -> None:
         """Start the inference thread and load the model on it (idempotent)."""
         if self._thread is not None:
             return
         resolved = self.resolve()
+        # MLX's CUDA backend keeps the kernels it builds (minutes of work on a
+        # fresh machine) in this folder; the default, under /tmp, is lost on
+        # reboot. Set before the inference thread imports mlx.
+        os.environ.setdefault("MLX_PTX_CACHE_DIR", str(self.cache_dir / "mlx-kernels"))
         self._thread = InferenceThread()
         self._lock = FairLock()
         profile = CPUProfile(

@@ -6,6 +6,7 @@ inference thread: mlx streams are thread-local.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Iterator
@@ -144,29 +145,46 @@ def _installed(distribution: str) -> bool:
     return True
 
 
-def _warm_up(model: Any, tokenizer: Any) -> None:
-    """Prefill a few dozen tokens, decode, and run each kind of sampler once.
+WARM_UP_SUFFIXES = (2, 4, 8, 12, 16, 24, 32)  # new tokens after a cache hit
 
-    Each path has kernels of its own: a GPU backend builds them here (tens of
-    seconds on a fresh machine) instead of in the first requests. On the CPU
-    this costs a fraction of a second.
+
+def _warm_up(model: Any, tokenizer: Any) -> None:
+    """Serve a few short requests the way `decode` does.
+
+    A fresh prefill, then continuations of trimmed copies of its cache (as
+    after a prompt-cache hit) by suffixes of several lengths, each decoding
+    two tokens, greedily and with samplers at common settings. A GPU backend
+    builds kernels on first use, per path and per size class of the new
+    tokens (minutes on a fresh machine; MLX keeps them on disk afterwards):
+    here rather than in the first requests. Samplers at other settings still
+    build their own on first use (seconds: their settings are compiled in).
+    On the CPU this takes about a second.
     """
     import mlx.core as mx
     from mlx_lm.generate import generate_step
-    from mlx_lm.models.cache import make_prompt_cache
+    from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
     from mlx_lm.sample_utils import make_sampler
 
-    text = "The quick brown fox jumps over the lazy dog. " * 4
-    prompt = mx.array(tokenizer.encode(text))
-    steps = generate_step(
-        prompt, model, max_tokens=2, prompt_cache=make_prompt_cache(model)
-    )
-    for _ in steps:
+    prompt = mx.array(tokenizer.encode("The quick brown fox jumps over the dog. " * 6))
+    kv = make_prompt_cache(model)
+    for _ in generate_step(prompt, model, max_tokens=2, prompt_cache=kv):
         pass
-    logits = model(prompt[None])[:, -1, :]
-    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    for top_p, top_k in ((0.0, 0), (0.9, 0), (0.0, 40), (0.9, 40)):
-        mx.eval(make_sampler(temp=0.7, top_p=top_p, top_k=top_k)(logprobs))
+    samplers = [
+        make_sampler(temp=1.0),  # Anthropic's default, Claude Code's
+        make_sampler(temp=0.7, top_p=0.9),
+    ]
+    for index, new in enumerate(WARM_UP_SUFFIXES):
+        hit = copy.deepcopy(kv)
+        trim_prompt_cache(hit, hit[0].offset - (prompt.size - new))
+        steps = generate_step(
+            prompt[-new:],
+            model,
+            max_tokens=2,
+            sampler=samplers[index % len(samplers)],
+            prompt_cache=hit,
+        )
+        for _ in steps:
+            pass
 
 
 def _context_length(config: dict[str, Any], tokenizer: Any) -> int:
