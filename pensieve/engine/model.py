@@ -95,9 +95,9 @@ def load_model(path: Path, cpu_profile: CPUProfile) -> LoadedModel:
     """Load an mlx-lm model directory. Runs on the inference thread.
 
     With the CPU profile enabled, OpenBLAS is routed in before mlx is imported
-    and, on the CPU backend, a model small enough is served in float32. A
-    one-token warm-up then runs, so that a GPU backend builds its kernels
-    before the server reports ready rather than during the first request.
+    and, on the CPU backend, a model small enough is served in float32. On a
+    GPU backend a warm-up then runs, so that its kernels are built before the
+    server reports ready rather than during the first requests.
     """
     started = time.monotonic()
     profile: list[str] = []
@@ -124,7 +124,8 @@ def load_model(path: Path, cpu_profile: CPUProfile) -> LoadedModel:
             "replaced its own. Run `pip install --force-reinstall --no-deps "
             "mlx-cuda-13` to use the GPU."
         )
-    _warm_up(model, tokenizer)
+    if backend != "cpu":
+        _warm_up(model, tokenizer)  # the CPU has no kernels to build on first use
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -158,7 +159,8 @@ def _warm_up(model: Any, tokenizer: Any) -> None:
     tokens (minutes on a fresh machine; MLX keeps them on disk afterwards):
     here rather than in the first requests. Samplers at other settings still
     build their own on first use (seconds: their settings are compiled in).
-    On the CPU this takes about a second.
+    The CPU needs none of it: there, the first requests were measured as fast
+    as later ones, and the warm-up would add ~2 s to every start.
     """
     import mlx.core as mx
     from mlx_lm.generate import generate_step
