@@ -9,14 +9,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
-from ..connection import client_gone_probe
 from ..engine import Constraint, Usage
 from ..errors import InvalidRequest, error_event
 from ..schemas.messages import MessagesRequestSchema
 from ..sse import ServerSentEvent, sse_response
-from . import get_engine
+from . import generate, get_engine
 from .message_events import complete_message, stream_events, usage_object
 
 bp = Blueprint("messages", __name__)
@@ -54,13 +53,7 @@ def create_message() -> Response:
     prompt = engine.prepare(params.messages, params.tools)
     engine.admit()
     constraint = Constraint(params.tool_policy, params.response_schema)
-    events = engine.generate(
-        prompt,
-        params.sampling,
-        request_id=g.request_id,
-        constraint=constraint,
-        client_gone=client_gone_probe(request.environ),
-    )
+    events = generate(engine, prompt, params.sampling, constraint)
     message_id = f"msg_{uuid.uuid4().hex[:24]}"
     model = engine.resolve().model_id
     cached = prompt.cached_estimate  # exact figures follow in message_delta

@@ -13,9 +13,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify
 
-from ..connection import client_gone_probe
 from ..engine import (
     Constraint,
     Event,
@@ -31,7 +30,7 @@ from ..errors import openai_error_event
 from ..schemas.chat_completions import ChatCompletionRequestSchema
 from ..schemas.completions import CompletionRequestSchema
 from ..sse import Comment, DataEvent, Done, Frame, sse_response
-from . import get_engine
+from . import generate, get_engine
 from .messages import json_body
 
 bp = Blueprint("openai", __name__)
@@ -54,13 +53,7 @@ def chat_completions() -> Response:
     prompt = engine.prepare(params.messages, params.tools)
     engine.admit()
     sampling = params.sampling.for_prompt(prompt)
-    events = engine.generate(
-        prompt,
-        sampling,
-        request_id=g.request_id,
-        constraint=constraint_of(params),
-        client_gone=client_gone_probe(request.environ),
-    )
+    events = generate(engine, prompt, sampling, constraint_of(params))
     if params.stream:
         head = answer_head("chatcmpl", "chat.completion.chunk")
         opening = {"role": "assistant", "content": "", "refusal": None}
@@ -89,12 +82,7 @@ def completions() -> Response:
     prompt = engine.prepare_text(params.prompt)
     engine.admit()
     sampling = params.sampling.for_prompt(prompt)
-    events = engine.generate(
-        prompt,
-        sampling,
-        request_id=g.request_id,
-        client_gone=client_gone_probe(request.environ),
-    )
+    events = generate(engine, prompt, sampling)
     head = answer_head("cmpl", "text_completion")
     echo = {"content": params.prompt} if params.echo else None
     if params.stream:
