@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from fake_engine import FakeEngine
 from pensieve.models.resolve import resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,6 +128,12 @@ def server(
         MAX_REQUEST_BYTES="2000000",
     ) as running:
         yield running
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    """A scripted engine, for the fast HTTP tests (they put it in scripted_app)."""
+    return FakeEngine(["Hel", "lo", "!"])
 
 
 @pytest.fixture

@@ -6,6 +6,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from flask import Flask
+
+from pensieve import create_app
 from pensieve.engine import (
     ChatMessage,
     Event,
@@ -20,6 +23,8 @@ from pensieve.engine import (
 )
 from pensieve.engine.cache import PromptCache
 from pensieve.models.resolve import ResolvedModel
+
+KEY = "test-key"  # the API key of a scripted app
 
 
 class FakeEngine:
@@ -73,3 +78,10 @@ class FakeEngine:
         yield from (TextDelta(piece) for piece in pieces)
         reason = "end_turn" if len(pieces) == len(self.pieces) else "max_tokens"
         yield Finished(reason, None, Usage(prompt.input_tokens, len(pieces)))
+
+
+def scripted_app(engine: FakeEngine) -> Flask:
+    """The real app (test config, key KEY) with `engine` in place of the real one."""
+    app = create_app({"API_KEY": KEY, "TESTING": True})
+    app.extensions["pensieve"] = engine
+    return app

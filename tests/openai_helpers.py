@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Flask
 from flask.testing import FlaskClient
 
-from fake_engine import FakeEngine
-from pensieve import create_app
+from fake_engine import KEY
 
-KEY = "test-key"
 BEARER = {"Authorization": f"Bearer {KEY}"}
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}
 COMPLETION = {"model": "gpt-3.5-turbo-instruct", "prompt": "Once"}
@@ -23,12 +20,6 @@ WEATHER = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     },
 }
-
-
-def make_app(engine: FakeEngine) -> Flask:
-    app = create_app({"API_KEY": KEY, "TESTING": True})
-    app.extensions["pensieve"] = engine
-    return app
 
 
 def chat(client: FlaskClient, body: Any, headers: dict | None = None) -> Any:

@@ -8,11 +8,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from fake_engine import FakeEngine
-from pensieve import create_app
+from fake_engine import KEY, FakeEngine, scripted_app
 from pensieve.sse import ServerSentEvent
 
-KEY = "test-key"
 OK_BODY = {
     "model": "claude-sonnet-5-5",
     "max_tokens": 10,
@@ -21,15 +19,8 @@ OK_BODY = {
 
 
 @pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine(["Hel", "lo", "!"])
-
-
-@pytest.fixture
 def app(engine: FakeEngine) -> Flask:
-    app = create_app({"API_KEY": KEY, "TESTING": True})
-    app.extensions["pensieve"] = engine
-    return app
+    return scripted_app(engine)
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ from flask import Flask, g
 from flask.testing import FlaskClient
 
 from conftest import Server
-from fake_engine import FakeEngine
-from pensieve import create_app
+from fake_engine import KEY, FakeEngine, scripted_app
 from pensieve.logs import (
     ACCESS_LOG_FORMAT,
     JSONFormatter,
@@ -27,15 +26,12 @@ from pensieve.logs import (
 )
 from pensieve.metrics import observe_generation, observe_queue_wait
 
-KEY = "test-key"
 BODY = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]}
 
 
 @pytest.fixture
 def app() -> Flask:
-    app = create_app({"API_KEY": KEY, "TESTING": True})
-    app.extensions["pensieve"] = FakeEngine(["Hel", "lo"])
-    return app
+    return scripted_app(FakeEngine(["Hel", "lo"]))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from fake_engine import FakeEngine
+from fake_engine import FakeEngine, scripted_app
 from openai_helpers import (
     BEARER,
     CHAT,
@@ -17,20 +17,14 @@ from openai_helpers import (
     chat,
     complete,
     data_frames,
-    make_app,
 )
 from pensieve.engine import EngineBusy, EngineUnavailable, Finished, Prompt, Usage
 from pensieve.sse import Comment, DataEvent, Done
 
 
 @pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine(["Hel", "lo", "!"])
-
-
-@pytest.fixture
 def client(engine: FakeEngine) -> FlaskClient:
-    return make_app(engine).test_client()
+    return scripted_app(engine).test_client()
 
 
 def test_chat_completion_has_the_exact_shape(client: FlaskClient) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from fake_engine import FakeEngine
+from fake_engine import FakeEngine, scripted_app
 from openai_helpers import (
     CHAT,
     COMPLETION,
@@ -13,20 +13,14 @@ from openai_helpers import (
     assert_openai_error,
     chat,
     complete,
-    make_app,
 )
 from pensieve.engine import Prompt
 from pensieve.schemas.chat_completions import ChatCompletionRequestSchema
 
 
 @pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine(["Hel", "lo", "!"])
-
-
-@pytest.fixture
 def client(engine: FakeEngine) -> FlaskClient:
-    return make_app(engine).test_client()
+    return scripted_app(engine).test_client()
 
 
 CHAT_VIOLATIONS = [
