@@ -94,9 +94,10 @@ from _server import (
     running_server,
     spread,
 )
+from pensieve.config import resolve_cache_dir
 from pensieve.engine import ToolSpec
 from pensieve.engine.prompt import GENERIC_TOOLS_PROMPT, tool_json
-from pensieve.models.resolve import default_cache_dir, resolve_model
+from pensieve.models.resolve import resolve_model
 
 API_KEY = "pensieve-benchmark-key"
 READY_TIMEOUT = 300.0
@@ -1041,7 +1042,7 @@ def main() -> int:
     parser.add_argument(
         "--cache-dir",
         type=Path,
-        default=default_cache_dir(),
+        default=resolve_cache_dir(os.environ.get("PENSIEVE_CACHE_DIR", "")),
         help="Pensieve cache folder holding the imported bundled model",
     )
     args = parser.parse_args()

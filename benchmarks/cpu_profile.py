@@ -136,7 +136,7 @@ import json, sys, time
 args = json.loads(sys.argv[1])
 from pathlib import Path
 from pensieve.engine import ChatMessage
-from pensieve.engine.model import CPUProfile, load_model
+from pensieve.engine.loading import CPUProfile, load_model
 from pensieve.engine.prompt import render_prompt
 
 def progress(text):

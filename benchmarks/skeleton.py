@@ -59,7 +59,7 @@ READY_TIMEOUT = 300.0
 REQUEST_TIMEOUT = 600.0
 
 # Runs in a fresh interpreter: argv = [model_dir, prompt, max_tokens].
-# Renders the prompt as pensieve.engine.model.render_prompt does.
+# Renders the prompt as pensieve.engine.prompt.render_prompt does.
 RAW_SCRIPT = r"""
 import json, sys, time
 started = time.time()

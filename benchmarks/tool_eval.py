@@ -321,15 +321,10 @@ def main() -> None:
 
     from pensieve.engine import ChatMessage, SamplingParams, ToolPolicy, ToolSpec
     from pensieve.engine.cache import PromptCache
-    from pensieve.engine.model import (
-        Cancellation,
-        Constraint,
-        CPUProfile,
-        decode,
-        load_model,
-    )
+    from pensieve.engine.decoding import Cancellation, decode
+    from pensieve.engine.loading import CPUProfile, load_model
     from pensieve.engine.prompt import render_prompt
-    from pensieve.engine.tools import parse_tool_calls
+    from pensieve.engine.tools import Constraint, parse_tool_calls
     from pensieve.models.resolve import resolve_model
 
     load = os.getloadavg()[0]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pensieve.engine import ChatMessage
-from pensieve.engine.model import CPUProfile, load_model
+from pensieve.engine.loading import CPUProfile, load_model
 from pensieve.engine.prompt import render_prompt
 
 PROMPTS = [

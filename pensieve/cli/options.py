@@ -20,9 +20,9 @@ from ..config import (
     ConfigError,
     Value,
     instance_path,
+    resolve_cache_dir,
     resolve_settings,
 )
-from ..models.resolve import default_cache_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -104,8 +104,7 @@ def flags_environment(flags: Mapping[str, Any]) -> dict[str, str]:
 
 
 def cache_dir_of(settings: Mapping[str, Any]) -> Path:
-    configured = settings["CACHE_DIR"]
-    return Path(configured).expanduser() if configured else default_cache_dir()
+    return resolve_cache_dir(settings["CACHE_DIR"])
 
 
 def human_size(size: float) -> str:

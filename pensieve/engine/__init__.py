@@ -17,8 +17,7 @@ from .events import (
     Usage,
 )
 from .generation import ClientGone
-from .model import Constraint
-from .tools import ToolPolicy
+from .tools import Constraint, ToolPolicy
 
 __all__ = [
     "ChatMessage",

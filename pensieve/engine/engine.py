@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import metrics
-from ..config import model_is_default
-from ..models.resolve import ResolvedModel, default_cache_dir, resolve_model
+from ..config import model_is_default, resolve_cache_dir
+from ..models.resolve import ResolvedModel, resolve_model
 from .cache import PromptCache
 from .events import ChatMessage, Event, KeepAlive, Prompt, SamplingParams, ToolSpec
 from .generation import ClientGone, GenerationSettings, never, run_generation
-from .model import Constraint, CPUProfile, LoadedModel, load_model
+from .loading import CPUProfile, LoadedModel, load_model
 from .prompt import render_prompt
 from .runner import FairLock, InferenceThread
-from .tools import ToolPolicy
+from .tools import Constraint, ToolPolicy
 
 log = logging.getLogger(__name__)
 Status = Literal["starting", "loading", "ready", "failed"]
@@ -95,8 +95,7 @@ class Engine:
 
     @property
     def cache_dir(self) -> Path:
-        cache = self._config["CACHE_DIR"]
-        return Path(cache) if cache else default_cache_dir()
+        return resolve_cache_dir(self._config["CACHE_DIR"])
 
     def start(self) -> None:
         """Start the inference thread and load the model on it (idempotent)."""

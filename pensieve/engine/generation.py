@@ -15,10 +15,12 @@ from dataclasses import dataclass, replace
 
 from .. import metrics
 from .cache import PromptCache
+from .decoding import Cancellation, Step, decode
 from .events import Event, Finished, KeepAlive, Prompt, SamplingParams, TextDelta, Usage
-from .model import Cancellation, Constraint, LoadedModel, Step, decode
+from .loading import LoadedModel
 from .runner import InferenceThread
 from .stops import StopSequenceFilter
+from .tools import Constraint
 from .toolstream import ToolCallSplitter
 
 log = logging.getLogger(__name__)

@@ -58,6 +58,25 @@ class ParsedCall:
     id: str = field(default_factory=lambda: new_tool_use_id())
 
 
+@dataclass(frozen=True)
+class Constraint:
+    """What constrained decoding must enforce (built on the inference thread)."""
+
+    policy: ToolPolicy
+    response_schema: dict[str, Any] | None = None
+
+    @property
+    def needed(self) -> bool:
+        return self.policy.active or self.response_schema is not None
+
+    def build(self, loaded: Any) -> Any:
+        from .constrain import GrammarConstraint
+
+        return GrammarConstraint(
+            loaded, policy=self.policy, response_schema=self.response_schema
+        )
+
+
 def new_tool_use_id() -> str:
     return f"toolu_{uuid.uuid4().hex[:24]}"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,11 +123,3 @@ def hub_unreachable(timeout: float) -> str | None:
     thread.start()
     thread.join(timeout)
     return outcome[0]
-
-
-def default_cache_dir() -> Path:
-    """Pensieve's cache folder: $PENSIEVE_CACHE_DIR, else under XDG's cache home."""
-    if configured := os.environ.get("PENSIEVE_CACHE_DIR"):
-        return Path(configured).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg) / "pensieve"

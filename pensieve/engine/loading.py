@@ -1,4 +1,4 @@
-"""The loaded model and what runs on the inference thread.
+"""Loading a model on the inference thread: weights, CPU profile, GPU warm-up.
 
 Everything in this module that touches mlx must run on the engine's one
 inference thread: mlx streams are thread-local.
@@ -9,15 +9,11 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import cpu
-from .cache import PromptCache
-from .events import SamplingParams
-from .tools import ToolPolicy
 
 log = logging.getLogger(__name__)
 
@@ -42,53 +38,6 @@ class LoadedModel:
     load_seconds: float
     profile: tuple[str, ...] = ()  # what the CPU profile changed
     extras: dict[str, Any] = field(default_factory=dict)  # built lazily, per model
-
-
-@dataclass(frozen=True)
-class Step:
-    """One decoded token's text; `finish` is set on the last step.
-
-    The first step of every generation carries no text, only `cached`: how
-    many prompt tokens came from the prompt cache.
-    """
-
-    text: str
-    finish: str | None = None  # "end_turn" or "max_tokens"
-    cached: int | None = None
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """What constrained decoding must enforce (built on the inference thread)."""
-
-    policy: ToolPolicy
-    response_schema: dict[str, Any] | None = None
-
-    @property
-    def needed(self) -> bool:
-        return self.policy.active or self.response_schema is not None
-
-    def build(self, loaded: LoadedModel) -> Any:
-        from .constrain import GrammarConstraint
-
-        return GrammarConstraint(
-            loaded, policy=self.policy, response_schema=self.response_schema
-        )
-
-
-class Cancelled(Exception):
-    """The request went away; raised between prefill chunks."""
-
-
-@dataclass
-class Cancellation:
-    """Set from the request's greenlet, read on the inference thread."""
-
-    requested: bool = False
-
-    def check(self, *_: Any) -> None:
-        if self.requested:
-            raise Cancelled
 
 
 def load_model(path: Path, cpu_profile: CPUProfile) -> LoadedModel:
@@ -202,66 +151,3 @@ def _backend(mx: Any) -> str:
     if mx.metal.is_available():
         return "metal"
     return "cuda"
-
-
-def decode(
-    loaded: LoadedModel,
-    token_ids: list[int],
-    sampling: SamplingParams,
-    *,
-    prefill_step_size: int,
-    prompt_cache: PromptCache,
-    cancellation: Cancellation,
-    constraint: Constraint | None = None,
-) -> Iterator[Step]:
-    """Generate from `token_ids`, one Step per token. Runs on the inference thread.
-
-    Starts from the longest cached prefix, and stores the KV it built (even of
-    a cancelled or stopped generation) back into the prompt cache.
-    """
-    import mlx.core as mx
-    from mlx_lm.generate import generate_step
-    from mlx_lm.models.cache import make_prompt_cache
-    from mlx_lm.sample_utils import make_sampler
-
-    processors = [constraint.build(loaded)] if constraint is not None else None
-    if sampling.seed is not None:
-        mx.random.seed(sampling.seed)  # global, and safe: one generation at a time
-    hit = prompt_cache.take(token_ids)
-    kv = hit.kv if hit.kv is not None else make_prompt_cache(loaded.model)
-    yield Step("", cached=hit.reused)
-    tokenizer = loaded.tokenizer
-    detokenizer = tokenizer.detokenizer
-    detokenizer.reset()
-    generated: list[int] = []
-    try:
-        tokens = generate_step(
-            mx.array(token_ids[hit.reused :]),
-            loaded.model,
-            max_tokens=sampling.max_tokens,
-            sampler=make_sampler(
-                temp=sampling.temperature,
-                top_p=sampling.top_p or 0.0,
-                top_k=sampling.top_k or 0,
-            ),
-            prompt_cache=kv,
-            logits_processors=processors,
-            prefill_step_size=prefill_step_size,
-            prompt_progress_callback=cancellation.check,
-        )
-        for token, _ in tokens:
-            generated.append(token)
-            if token in tokenizer.eos_token_ids:
-                detokenizer.finalize()
-                yield Step(detokenizer.last_segment, "end_turn")
-                return
-            detokenizer.add_token(token)
-            if len(generated) == sampling.max_tokens:
-                detokenizer.finalize()
-                yield Step(detokenizer.last_segment, "max_tokens")
-                return
-            yield Step(detokenizer.last_segment)
-    finally:
-        known = token_ids + generated
-        if kv and kv[0].offset <= len(known):
-            prompt_cache.store(known[: kv[0].offset], kv)

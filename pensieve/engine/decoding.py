@@ -1,0 +1,107 @@
+"""Decoding on the inference thread: one Step per token, from the prompt cache.
+
+Everything here touches mlx and must run on the engine's one inference
+thread (mlx streams are thread-local). The token loop is mlx-lm's own
+`stream_generate`; this module adds what a server needs around it: the prompt
+cache (start from the longest cached prefix, store the KV back, even of a
+cancelled generation), cancellation between prefill chunks, the constraint
+as a logits processor, and a seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .cache import PromptCache
+from .events import SamplingParams
+from .loading import LoadedModel
+from .tools import Constraint
+
+# How a decode ended: the model's end of turn, or the token limit.
+DecodeFinish = Literal["end_turn", "max_tokens"]
+FINISH_OF = {"stop": "end_turn", "length": "max_tokens"}  # mlx-lm's names
+
+
+@dataclass(frozen=True)
+class Step:
+    """One decoded token's text; `finish` is set on the last step.
+
+    The first step of every generation carries no text, only `cached`: how
+    many prompt tokens came from the prompt cache.
+    """
+
+    text: str
+    finish: DecodeFinish | None = None
+    cached: int | None = None
+
+
+class Cancelled(Exception):
+    """The request went away; raised between prefill chunks."""
+
+
+@dataclass
+class Cancellation:
+    """Set from the request's greenlet, read on the inference thread."""
+
+    requested: bool = False
+
+    def check(self, *_: Any) -> None:
+        if self.requested:
+            raise Cancelled
+
+
+def decode(
+    loaded: LoadedModel,
+    token_ids: list[int],
+    sampling: SamplingParams,
+    *,
+    prefill_step_size: int,
+    prompt_cache: PromptCache,
+    cancellation: Cancellation,
+    constraint: Constraint | None = None,
+) -> Iterator[Step]:
+    """Generate from `token_ids`, one Step per token. Runs on the inference thread.
+
+    `sampling.max_tokens` must be set (see `effective_sampling`). Starts from
+    the longest cached prefix, and stores the KV it built (even of a
+    cancelled or stopped generation) back into the prompt cache.
+    """
+    import mlx.core as mx
+    from mlx_lm.generate import stream_generate
+    from mlx_lm.models.cache import make_prompt_cache
+    from mlx_lm.sample_utils import make_sampler
+
+    assert sampling.max_tokens is not None, "effective_sampling sets it"
+    processors = [constraint.build(loaded)] if constraint is not None else None
+    if sampling.seed is not None:
+        mx.random.seed(sampling.seed)  # global, and safe: one generation at a time
+    hit = prompt_cache.take(token_ids)
+    kv = hit.kv if hit.kv is not None else make_prompt_cache(loaded.model)
+    yield Step("", cached=hit.reused)
+    generated: list[int] = []
+    try:
+        responses = stream_generate(
+            loaded.model,
+            loaded.tokenizer,
+            mx.array(token_ids[hit.reused :]),
+            max_tokens=sampling.max_tokens,
+            sampler=make_sampler(
+                temp=sampling.temperature,
+                top_p=sampling.top_p or 0.0,
+                top_k=sampling.top_k or 0,
+            ),
+            prompt_cache=kv,
+            logits_processors=processors,
+            prefill_step_size=prefill_step_size,
+            prompt_progress_callback=cancellation.check,
+        )
+        for response in responses:
+            generated.append(response.token)
+            finish = FINISH_OF.get(response.finish_reason or "")
+            yield Step(response.text, finish)  # type: ignore[arg-type]
+    finally:
+        known = token_ids + generated
+        if kv and kv[0].offset <= len(known):
+            prompt_cache.store(known[: kv[0].offset], kv)
