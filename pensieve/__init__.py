@@ -8,20 +8,25 @@ from typing import Any
 
 from flask import Flask, Response, g
 
-from . import api, auth, errors, lifecycle, metrics
+from . import api, auth, errors, extension, lifecycle, metrics
 from .config import instance_path, load_settings
 from .engine import Engine
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app. Creates the engine but loads nothing: see gunicorn.conf.py."""
+def create_app(
+    test_config: Mapping[str, Any] | None = None, engine: Engine | None = None
+) -> Flask:
+    """Build the app. Creates the engine but loads nothing: see gunicorn.conf.py.
+
+    Tests may pass settings (`test_config`) and an engine of their own.
+    """
     app = Flask(
         __name__, instance_path=str(instance_path()), instance_relative_config=True
     )
     app.config.from_mapping(load_settings(test_config))
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
     app.json.sort_keys = False  # keep API objects in their documented order
-    app.extensions["pensieve"] = Engine(app.config)
+    extension.init_app(app, engine)
 
     # Request hooks run in this order; a refusal (529, 401) skips the rest.
     app.before_request(assign_request_id)

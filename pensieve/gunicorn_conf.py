@@ -8,8 +8,8 @@ patching, loads the weights on its inference thread.
 """
 
 from pensieve.config import load_settings
+from pensieve.extension import engine_of
 from pensieve.logs import ACCESS_LOG_FORMAT, logging_config
-from pensieve.server import engine_of
 
 _settings = load_settings()
 _host = _settings["HOST"]

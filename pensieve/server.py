@@ -1,4 +1,4 @@
-"""Glue between gunicorn and the app: the engine accessor and the worker class.
+"""The gunicorn worker class.
 
 `DrainingGeventWorker` is gunicorn's gevent worker with a gentler SIGTERM.
 gunicorn's own closes the listening socket at once, so requests arriving
@@ -17,20 +17,13 @@ from contextlib import suppress
 from typing import Any
 
 import gevent
-from flask import Flask
 from gunicorn.workers.ggevent import GeventWorker
 
-from .engine import Engine
 from .lifecycle import Drain, drain_of
 
 # gunicorn's master kills the worker `graceful_timeout` seconds after SIGTERM;
 # the drain ends this much earlier so the worker's own shutdown fits in.
 SHUTDOWN_MARGIN_SECONDS = 1.0
-
-
-def engine_of(app: Flask) -> Engine:
-    """The engine of an app built by `create_app`."""
-    return app.extensions["pensieve"]
 
 
 class DrainingGeventWorker(GeventWorker):

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from flask import Flask
+from flask.testing import FlaskClient
 
-from fake_engine import FakeEngine
+from fake_engine import FakeEngine, script, scripted_app
 from pensieve.models.resolve import resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,8 +134,19 @@ def server(
 
 @pytest.fixture
 def engine() -> FakeEngine:
-    """A scripted engine, for the fast HTTP tests (they put it in scripted_app)."""
-    return FakeEngine(["Hel", "lo", "!"])
+    """A scripted engine, for the fast HTTP tests: it answers "Hello!"."""
+    return FakeEngine(script(["Hel", "lo", "!"]))
+
+
+@pytest.fixture
+def app(engine: FakeEngine) -> Flask:
+    """The real app on the scripted engine."""
+    return scripted_app(engine)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from pensieve import create_app
 from pensieve.cli import cli
+from pensieve.cli.options import cache_dir_of, settings_values
 from pensieve.config import (
     SETTINGS,
     ConfigError,
@@ -20,6 +21,7 @@ from pensieve.config import (
     resolve_settings,
     tomllib,
 )
+from pensieve.extension import engine_of
 
 
 @pytest.fixture
@@ -175,3 +177,17 @@ def test_max_temperature_must_be_a_temperature(value: str, problem: str) -> None
         resolve_settings(environ={"PENSIEVE_MAX_TEMPERATURE": value})
     settings = resolve_settings(environ={"PENSIEVE_MAX_TEMPERATURE": "0.3"})
     assert settings["MAX_TEMPERATURE"].value == 0.3
+
+
+def test_a_home_relative_cache_dir_is_one_folder_for_server_and_cli(
+    instance: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    (instance / "pensieve.toml").write_text('cache_dir = "~/models"\n')
+    server = engine_of(create_app()).settings.cache_dir
+    cli_folder = cache_dir_of(settings_values({}))
+    assert server == cli_folder == home / "models"
+    listed = CliRunner().invoke(cli, ["models", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert not Path("~").exists()  # no folder literally named "~" was made

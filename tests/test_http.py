@@ -8,7 +8,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from fake_engine import KEY, FakeEngine, scripted_app
+from fake_engine import KEY, FakeEngine, script
+from pensieve.engine import PromptTooLong
 from pensieve.sse import ServerSentEvent
 
 OK_BODY = {
@@ -16,16 +17,6 @@ OK_BODY = {
     "max_tokens": 10,
     "messages": [{"role": "user", "content": "Hi"}],
 }
-
-
-@pytest.fixture
-def app(engine: FakeEngine) -> Flask:
-    return scripted_app(engine)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def post(client: FlaskClient, body: Any, **headers: str) -> Any:
@@ -57,7 +48,7 @@ def test_message_from_engine_events(client: FlaskClient) -> None:
 def test_keepalives_become_pings_in_the_stream(
     client: FlaskClient, engine: FakeEngine
 ) -> None:
-    engine.keepalives = 2
+    engine.events = script(["Hel", "lo", "!"], keepalives=2)
     text = post(client, {**OK_BODY, "stream": True}).get_data(as_text=True)
     assert text.count("event: ping\n") == 3  # one after content_block_start
     assert text.endswith('event: message_stop\ndata: {"type":"message_stop"}\n\n')
@@ -158,17 +149,21 @@ def test_unknown_route_and_wrong_method(client: FlaskClient) -> None:
     )
 
 
-def test_prompt_too_long_uses_anthropic_wording(client: FlaskClient) -> None:
+def test_prompt_too_long_uses_anthropic_wording(
+    client: FlaskClient, engine: FakeEngine
+) -> None:
+    engine.fails = PromptTooLong(100, 63)
     body = {**OK_BODY, "messages": [{"role": "user", "content": "x" * 100}]}
     message = assert_error(post(client, body), 400, "invalid_request_error")
     assert message == "prompt is too long: 100 tokens > 63 maximum"
 
 
-def test_max_tokens_is_reduced_to_what_fits(client: FlaskClient) -> None:
-    engine_pieces = ["a"] * 10
-    client.application.extensions["pensieve"].pieces = engine_pieces
-    body = {**OK_BODY, "messages": [{"role": "user", "content": "x" * 60}]}
-    message = post(client, body).get_json()
+def test_a_cut_off_answer_keeps_its_stop_reason_and_usage(
+    client: FlaskClient, engine: FakeEngine
+) -> None:
+    engine.events = script(["a"] * 4, "max_tokens")
+    message = post(client, {**OK_BODY, "max_tokens": 4}).get_json()
+    assert engine.request.sampling.max_tokens == 4
     assert message["stop_reason"] == "max_tokens"
     assert message["usage"]["output_tokens"] == 4
 
@@ -191,7 +186,7 @@ def test_system_and_consecutive_turns_are_merged(
         ],
     }
     assert post(client, body).status_code == 200
-    assert [(m.role, m.content) for m in engine.seen] == [
+    assert [(m.role, m.content) for m in engine.request.messages] == [
         ("system", "Be brief."),
         ("user", "a\n\nb"),
     ]
@@ -206,10 +201,7 @@ def test_server_keeps_serving_after_bad_requests(client: FlaskClient) -> None:
 def test_internal_errors_hide_the_stack_trace(
     client: FlaskClient, engine: FakeEngine
 ) -> None:
-    def broken(*args: Any) -> None:
-        raise RuntimeError("secret detail")
-
-    engine.prepare = broken  # type: ignore[method-assign]
+    engine.fails = RuntimeError("secret detail")
     message = assert_error(post(client, OK_BODY), 500, "api_error")
     assert "secret" not in message
 
@@ -217,11 +209,7 @@ def test_internal_errors_hide_the_stack_trace(
 def test_error_after_stream_start_is_an_error_event(
     client: FlaskClient, engine: FakeEngine
 ) -> None:
-    def failing(prompt: Any, sampling: Any, **kwargs: Any) -> Any:
-        yield from ()
-        raise RuntimeError("boom")
-
-    engine.generate = failing  # type: ignore[method-assign]
+    engine.events = [RuntimeError("boom")]
     text = post(client, {**OK_BODY, "stream": True}).get_data(as_text=True)
     assert text.startswith("event: message_start\n")
     assert text.endswith(
@@ -260,7 +248,6 @@ CLAUDE_CODE_FIELDS = {
 def test_every_messages_api_field_is_accepted(
     client: FlaskClient, engine: FakeEngine
 ) -> None:
-    engine.context_length = 10_000
     body = {
         **OK_BODY,
         **CLAUDE_CODE_FIELDS,
@@ -303,13 +290,14 @@ def test_every_messages_api_field_is_accepted(
     }
     response = post(client, body, **{"anthropic-beta": "claude-code-20250219"})
     assert response.status_code == 200, response.get_data(as_text=True)
-    roles = [(m.role, m.content) for m in engine.seen]
+    seen = engine.request.messages
+    roles = [(m.role, m.content) for m in seen]
     assert roles[0][0] == "system" and "You are Claude Code." in roles[0][1]
     assert roles[1] == ("user", "Weather in Paris?")
     assert roles[2] == ("assistant", "Let me check.")  # thinking is not fed back
-    assert engine.seen[2].tool_calls[0].input == {"city": "Paris"}
-    assert (engine.seen[3].role, engine.seen[3].tool_call_id) == ("tool", "toolu_1")
-    assert [t.name for t in engine.seen_tools] == ["get_weather", "web_search"]
+    assert seen[2].tool_calls[0].input == {"city": "Paris"}
+    assert (seen[3].role, seen[3].tool_call_id) == ("tool", "toolu_1")
+    assert [t.name for t in engine.request.tools] == ["get_weather", "web_search"]
 
 
 @pytest.mark.parametrize(

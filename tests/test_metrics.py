@@ -10,13 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import requests
 from flask import Flask, g
 from flask.testing import FlaskClient
 
 from conftest import Server
-from fake_engine import KEY, FakeEngine, scripted_app
+from fake_engine import KEY, FakeEngine
+from pensieve.engine import GenerationStats, Usage
 from pensieve.logs import (
     ACCESS_LOG_FORMAT,
     JSONFormatter,
@@ -24,19 +24,9 @@ from pensieve.logs import (
     logging_config,
     write_rotated,
 )
-from pensieve.metrics import observe_generation, observe_queue_wait
+from pensieve.metrics import metrics_of
 
 BODY = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]}
-
-
-@pytest.fixture
-def app() -> Flask:
-    return scripted_app(FakeEngine(["Hel", "lo"]))
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -73,9 +63,9 @@ def test_metrics_need_no_key_and_count_requests_by_route_and_status(
 
 
 def test_queue_length_and_model_gauges_read_the_engine(
-    app: Flask, client: FlaskClient
+    engine: FakeEngine, client: FlaskClient
 ) -> None:
-    app.extensions["pensieve"].waiting = 3
+    engine.waiting = 3  # type: ignore[misc]
     text = client.get("/metrics").text
     assert sample(text, "pensieve_queue_length") == 3
     assert sample(text, "pensieve_model_ready") == 1
@@ -90,7 +80,9 @@ def test_openmetrics_when_the_scraper_asks_for_it(client: FlaskClient) -> None:
     assert response.text.endswith("# EOF\n")
 
 
-def test_the_engine_hooks_move_the_generation_metrics(client: FlaskClient) -> None:
+def test_the_engine_hooks_move_the_generation_metrics(
+    app: Flask, client: FlaskClient
+) -> None:
     def figures() -> dict[str, float]:
         text = client.get("/metrics").text
         names = [
@@ -105,14 +97,10 @@ def test_the_engine_hooks_move_the_generation_metrics(client: FlaskClient) -> No
         return {name: sample(text, name) for name in names}
 
     before = figures()
-    observe_generation(
-        ttft_seconds=0.5,
-        total_seconds=2.5,
-        input_tokens=40,
-        output_tokens=21,
-        cache_read_tokens=30,
-    )
-    observe_queue_wait(1.5)
+    metrics = metrics_of(app)
+    usage = Usage(input_tokens=40, output_tokens=21, cache_read_input_tokens=30)
+    metrics.generation_finished(GenerationStats(0.5, 2.5, usage))
+    metrics.queue_waited(1.5)
     after = figures()
     assert [after[n] - before[n] for n in before] == [1, 2.5, 40, 21, 30, 1, 1.5]
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from flask.testing import FlaskClient
 
-from fake_engine import FakeEngine, scripted_app
+from fake_engine import FakeEngine, script
 from openai_helpers import (
     BEARER,
     CHAT,
@@ -18,13 +16,14 @@ from openai_helpers import (
     complete,
     data_frames,
 )
-from pensieve.engine import EngineBusy, EngineUnavailable, Finished, Prompt, Usage
+from pensieve.engine import (
+    EngineBusy,
+    EngineUnavailable,
+    Finished,
+    PromptTooLong,
+    Usage,
+)
 from pensieve.sse import Comment, DataEvent, Done
-
-
-@pytest.fixture
-def client(engine: FakeEngine) -> FlaskClient:
-    return scripted_app(engine).test_client()
 
 
 def test_chat_completion_has_the_exact_shape(client: FlaskClient) -> None:
@@ -61,10 +60,7 @@ def test_chat_completion_has_the_exact_shape(client: FlaskClient) -> None:
 def test_usage_counts_cached_tokens_in_the_prompt(
     client: FlaskClient, engine: FakeEngine
 ) -> None:
-    def cached(prompt: Prompt, sampling: Any, **options: Any) -> Any:
-        yield Finished("end_turn", None, Usage(5, 3, cache_read_input_tokens=7))
-
-    engine.generate = cached  # type: ignore[method-assign]
+    engine.events = [Finished("end_turn", None, Usage(5, 3, cache_read_input_tokens=7))]
     usage = chat(client, CHAT).get_json()["usage"]
     assert usage == {
         "prompt_tokens": 12,
@@ -81,19 +77,39 @@ def test_usage_counts_cached_tokens_in_the_prompt(
 
 
 @pytest.mark.parametrize(
-    ("limits", "content", "reason"),
+    ("limits", "max_tokens"),
     [
-        ({"max_tokens": 2}, "Hello", "length"),
-        ({"max_completion_tokens": 1, "max_tokens": 5}, "Hel", "length"),
-        ({"max_tokens": None}, "Hello!", "stop"),
-        ({}, "Hello!", "stop"),  # no limit: what fits in the context window
+        ({"max_tokens": 2}, 2),
+        ({"max_completion_tokens": 1, "max_tokens": 5}, 1),
+        ({"max_tokens": None}, None),
+        ({}, None),  # no limit: what fits in the context window
     ],
 )
-def test_token_limits_and_finish_reason(
-    client: FlaskClient, limits: dict, content: str, reason: str
+def test_token_limits_reach_the_engine(
+    client: FlaskClient, engine: FakeEngine, limits: dict, max_tokens: int | None
 ) -> None:
-    [choice] = chat(client, {**CHAT, **limits}).get_json()["choices"]
-    assert (choice["message"]["content"], choice["finish_reason"]) == (content, reason)
+    assert chat(client, {**CHAT, **limits}).status_code == 200
+    assert engine.request.sampling.max_tokens == max_tokens
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish_reason"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+    ],
+)
+def test_finish_reasons(
+    client: FlaskClient, engine: FakeEngine, stop_reason: str, finish_reason: str
+) -> None:
+    engine.events = script(["Hel"], stop_reason)
+    [choice] = chat(client, CHAT).get_json()["choices"]
+    assert (choice["message"]["content"], choice["finish_reason"]) == (
+        "Hel",
+        finish_reason,
+    )
 
 
 def test_stream_sends_data_only_chunks_ending_with_done(client: FlaskClient) -> None:
@@ -127,7 +143,7 @@ def test_stream_include_usage_adds_a_usage_chunk(client: FlaskClient) -> None:
 
 
 def test_keepalives_are_sse_comments(client: FlaskClient, engine: FakeEngine) -> None:
-    engine.keepalives = 2
+    engine.events = script(["Hel", "lo", "!"], keepalives=2)
     text = chat(client, {**CHAT, "stream": True}).get_data(as_text=True)
     assert text.count(": keep-alive\n\n") == 2
     assert "ping" not in text
@@ -136,11 +152,7 @@ def test_keepalives_are_sse_comments(client: FlaskClient, engine: FakeEngine) ->
 def test_error_after_stream_start_is_an_error_chunk(
     client: FlaskClient, engine: FakeEngine
 ) -> None:
-    def failing(prompt: Any, sampling: Any, **options: Any) -> Any:
-        yield from ()
-        raise RuntimeError("secret detail")
-
-    engine.generate = failing  # type: ignore[method-assign]
+    engine.events = [RuntimeError("secret detail")]
     text = chat(client, {**CHAT, "stream": True}).get_data(as_text=True)
     assert text.endswith(
         'data: {"error":{"message":"internal server error","type":"server_error",'
@@ -173,8 +185,9 @@ def test_x_api_key_works_and_the_route_picks_the_envelope(client: FlaskClient) -
 
 
 def test_prompt_too_long_keeps_the_wording_and_sets_the_code(
-    client: FlaskClient,
+    client: FlaskClient, engine: FakeEngine
 ) -> None:
+    engine.fails = PromptTooLong(100, 63)
     body = {**CHAT, "messages": [{"role": "user", "content": "x" * 100}]}
     error = assert_openai_error(chat(client, body), 400, "context_length_exceeded")
     assert error["message"] == "prompt is too long: 100 tokens > 63 maximum"
@@ -184,10 +197,9 @@ def test_prompt_too_long_keeps_the_wording_and_sets_the_code(
 def test_busy_model_is_503_for_openai_and_529_for_anthropic(
     client: FlaskClient, engine: FakeEngine
 ) -> None:
-    def busy() -> None:
-        raise EngineBusy("the model is busy: 4 requests are waiting", retry_after=3)
-
-    engine.admit = busy  # type: ignore[method-assign]
+    engine.fails = EngineBusy(
+        "the model is busy: 4 requests are waiting", retry_after=3
+    )
     response = chat(client, CHAT)
     error = assert_openai_error(response, 503, "overloaded")
     assert error["type"] == "server_error"
@@ -204,16 +216,10 @@ def test_busy_model_is_503_for_openai_and_529_for_anthropic(
 def test_unavailable_model_and_internal_errors(
     client: FlaskClient, engine: FakeEngine
 ) -> None:
-    def unavailable(*args: Any) -> None:
-        raise EngineUnavailable("no weights")
-
-    engine.prepare = unavailable  # type: ignore[method-assign]
+    engine.fails = EngineUnavailable("no weights")
     assert assert_openai_error(chat(client, CHAT), 503)["type"] == "server_error"
 
-    def broken(*args: Any) -> None:
-        raise RuntimeError("secret detail")
-
-    engine.prepare = broken  # type: ignore[method-assign]
+    engine.fails = RuntimeError("secret detail")
     error = assert_openai_error(chat(client, CHAT), 500)
     assert error["type"] == "server_error" and "secret" not in error["message"]
 
@@ -251,8 +257,9 @@ def test_server_keeps_serving_after_bad_requests(client: FlaskClient) -> None:
 def test_text_completion_has_the_exact_shape(
     client: FlaskClient, engine: FakeEngine
 ) -> None:
+    engine.events = script(["Hel", "lo", "!"], usage=Usage(4, 3))
     body = complete(client, COMPLETION).get_json()
-    assert engine.seen_text == "Once"
+    assert engine.request.text == "Once"
     assert body["id"].startswith("cmpl-") and body["object"] == "text_completion"
     assert body["model"] == "fake-model" and isinstance(body["created"], int)
     assert body["choices"] == [
@@ -265,10 +272,13 @@ def test_text_completion_has_the_exact_shape(
 def test_text_completion_defaults_to_16_tokens_and_echoes(
     client: FlaskClient, engine: FakeEngine
 ) -> None:
-    engine.pieces = ["a"] * 20
+    engine.events = script(["a"] * 16, "max_tokens")
     [choice] = complete(client, {**COMPLETION, "prompt": ["Go"]}).get_json()["choices"]
+    assert engine.request.sampling.max_tokens == 16
     assert (choice["text"], choice["finish_reason"]) == ("a" * 16, "length")
+    engine.events = script(["a"] * 2, "max_tokens")
     echoed = complete(client, {**COMPLETION, "echo": True, "max_tokens": 2})
+    assert engine.request.sampling.max_tokens == 2
     assert echoed.get_json()["choices"][0]["text"] == "Onceaa"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from fake_engine import FakeEngine, scripted_app
+from fake_engine import FakeEngine
 from openai_helpers import (
     CHAT,
     COMPLETION,
@@ -14,14 +14,8 @@ from openai_helpers import (
     chat,
     complete,
 )
-from pensieve.engine import Prompt
+from pensieve.engine import GenerationRequest, effective_sampling
 from pensieve.schemas.chat_completions import ChatCompletionRequestSchema
-
-
-@pytest.fixture
-def client(engine: FakeEngine) -> FlaskClient:
-    return scripted_app(engine).test_client()
-
 
 CHAT_VIOLATIONS = [
     ({"n": 2}, "n"),
@@ -127,7 +121,6 @@ def test_images_get_a_clear_text_only_message(client: FlaskClient) -> None:
 def test_messages_and_tools_reach_the_engine_as_chat_turns(
     client: FlaskClient, engine: FakeEngine
 ) -> None:
-    engine.context_length = 10_000
     call = {
         "id": "call_1",
         "type": "function",
@@ -153,7 +146,8 @@ def test_messages_and_tools_reach_the_engine_as_chat_turns(
         ],
     }
     assert chat(client, body).status_code == 200
-    turns = [(m.role, m.content) for m in engine.seen]
+    seen = engine.request.messages
+    turns = [(m.role, m.content) for m in seen]
     assert turns == [
         ("system", "Be brief."),
         ("user", "Weather\nin Paris?"),
@@ -162,13 +156,13 @@ def test_messages_and_tools_reach_the_engine_as_chat_turns(
         ("assistant", "No."),
         ("user", "More?"),
     ]
-    [tool_call] = engine.seen[2].tool_calls
+    [tool_call] = seen[2].tool_calls
     assert (tool_call.id, tool_call.name) == ("call_1", "get_weather")
     assert tool_call.input == {"city": "Paris"}
-    assert engine.seen[3].tool_call_id == "call_1"
-    assert [t.name for t in engine.seen_tools] == ["get_weather", "now"]
-    assert engine.seen_tools[0].input_schema == WEATHER["function"]["parameters"]
-    assert engine.seen_tools[1].input_schema == {"type": "object", "properties": {}}
+    assert seen[3].tool_call_id == "call_1"
+    assert [t.name for t in engine.request.tools] == ["get_weather", "now"]
+    assert engine.request.tools[0].input_schema == WEATHER["function"]["parameters"]
+    assert engine.request.tools[1].input_schema == {"type": "object", "properties": {}}
 
 
 def test_tool_choice_and_response_format_take_the_messages_api_forms() -> None:
@@ -185,24 +179,24 @@ def test_tool_choice_and_response_format_take_the_messages_api_forms() -> None:
                 "json_schema": {"name": "answer", "schema": {"type": "object"}},
             },
         }
+    ).generation
+    policy = request.tool_policy
+    assert (policy.choice, policy.name, policy.parallel) == (
+        "tool",
+        "get_weather",
+        False,
     )
-    assert request.tool_choice == {
-        "type": "tool",
-        "name": "get_weather",
-        "disable_parallel_tool_use": True,
-    }
-    assert request.output_format == {
-        "type": "json_schema",
-        "schema": {"type": "object"},
-    }
-    required = schema.load({**CHAT, "tools": [WEATHER], "tool_choice": "required"})
-    assert required.tool_choice == {"type": "any"}
-    json_object = schema.load({**CHAT, "response_format": {"type": "json_object"}})
-    assert json_object.output_format["schema"] == {"type": "object"}
-    assert (
-        schema.load({**CHAT, "response_format": {"type": "text"}}).output_format is None
-    )
-    assert schema.load(CHAT).tool_choice == {"type": "auto"}
+    assert request.response_schema == {"type": "object"}
+
+    def load(**fields: object) -> GenerationRequest:
+        return schema.load({**CHAT, **fields}).generation
+
+    required = load(tools=[WEATHER], tool_choice="required").tool_policy
+    assert (required.choice, required.parallel) == ("any", True)
+    json_object = load(response_format={"type": "json_object"})
+    assert json_object.response_schema == {"type": "object"}
+    assert load(response_format={"type": "text"}).response_schema is None
+    assert load().tool_policy.choice == "auto"
 
 
 def test_sampling_fields_reach_the_engine_unchanged() -> None:
@@ -221,15 +215,18 @@ def test_sampling_fields_reach_the_engine_unchanged() -> None:
         "metadata": {"k": "v"},
     }
     request = ChatCompletionRequestSchema().load(body)
-    sampling = request.sampling.for_prompt(Prompt([1, 2], max_new_tokens=30))
+    sampling = effective_sampling(
+        request.generation.sampling, room=30, max_temperature=2.0
+    )
     assert (sampling.temperature, sampling.top_p) == (1.7, 0.5)
     assert sampling.stop_sequences == ("END",)
     assert sampling.max_tokens == 30  # no max_tokens: what fits
-    assert request.sampling.seed == 42
+    assert request.generation.sampling.seed == 42
     nulls = {**CHAT, "temperature": None, "stop": None, "n": None, "stream": None}
     defaults = ChatCompletionRequestSchema().load(nulls)
-    assert defaults.sampling.temperature == 1.0 and defaults.stream is False
-    assert defaults.sampling.stop_sequences == ()
+    assert defaults.generation.sampling.temperature == 1.0
+    assert defaults.stream is False
+    assert defaults.generation.sampling.stop_sequences == ()
 
 
 @pytest.mark.parametrize(

@@ -1,32 +1,19 @@
-"""HTTP surfaces, one blueprint each."""
+"""HTTP surfaces, one blueprint each, and the one way a view starts a generation."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 
 from ..connection import client_gone_probe
-from ..engine import Constraint, Engine, Event, Prompt, SamplingParams
+from ..engine import Generation, GenerationRequest
+from ..extension import get_engine
 
 
-def get_engine() -> Engine:
-    """The app's engine (created by `create_app`)."""
-    return current_app.extensions["pensieve"]
-
-
-def generate(
-    engine: Engine,
-    prompt: Prompt,
-    sampling: SamplingParams,
-    constraint: Constraint | None = None,
-) -> Iterator[Event]:
-    """`engine.generate` for the current request: its id, its client's socket."""
-    return engine.generate(
-        prompt,
-        sampling,
+def start_generation(generation: GenerationRequest) -> Generation:
+    """`Engine.start_generation` for the current request: its id, its socket."""
+    return get_engine().start_generation(
+        generation,
         request_id=g.request_id,
-        constraint=constraint,
         client_gone=client_gone_probe(request.environ),
     )
 

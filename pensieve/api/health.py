@@ -14,8 +14,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from ..extension import get_engine
 from ..lifecycle import drain_of
-from . import get_engine
 
 bp = Blueprint("health", __name__)
 

@@ -1,7 +1,8 @@
-"""`POST /v1/messages`: the Anthropic Messages API.
+"""`POST /v1/messages` and `/v1/messages/count_tokens`: the Anthropic Messages API.
 
-The engine's events map to Anthropic objects here; both the streaming and the
-non-streaming answer consume the same event iterator.
+The views parse, start the generation, and map its events to Anthropic
+objects (`message_events`); the streaming and the non-streaming answer
+consume the same events.
 """
 
 from __future__ import annotations
@@ -9,64 +10,30 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
-from ..engine import Constraint, Usage
-from ..errors import InvalidRequest, error_event
+from ..engine import Generation, Usage
+from ..errors import error_event
+from ..extension import get_engine
+from ..schemas.common import json_body
 from ..schemas.messages import MessagesRequestSchema
 from ..sse import ServerSentEvent, sse_response
-from . import generate, get_engine
+from . import start_generation
 from .message_events import complete_message, stream_events, usage_object
 
 bp = Blueprint("messages", __name__)
 
 
-def json_body() -> dict[str, Any]:
-    """The request's JSON object, or a clear 400."""
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise InvalidRequest("request body is not valid JSON")
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return body
-
-
-def message_object(
-    message_id: str, model: str, content: list[dict[str, Any]], usage: Usage
-) -> dict[str, Any]:
-    return {
-        "id": message_id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": usage_object(usage),
-    }
-
-
 @bp.post("/v1/messages")
 def create_message() -> Response:
     params = MessagesRequestSchema().load(json_body())
-    engine = get_engine()
-    prompt = engine.prepare(params.messages, params.tools)
-    engine.admit()
-    constraint = Constraint(params.tool_policy, params.response_schema)
-    events = generate(engine, prompt, params.sampling, constraint)
-    message_id = f"msg_{uuid.uuid4().hex[:24]}"
-    model = engine.resolve().model_id
-    cached = prompt.cached_estimate  # exact figures follow in message_delta
-    start = message_object(
-        message_id,
-        model,
-        [],
-        Usage(prompt.input_tokens - cached, 0, cache_read_input_tokens=cached),
-    )
+    generation = start_generation(params.generation)
+    start = message_start(generation)
     if params.stream:
-        frames = (ServerSentEvent(*event) for event in stream_events(start, events))
+        events = stream_events(start, generation.events)
+        frames = (ServerSentEvent(*event) for event in events)
         return sse_response(frames, on_error=error_event)
-    return jsonify(complete_message(start, events))
+    return jsonify(complete_message(start, generation.events))
 
 
 @bp.post("/v1/messages/count_tokens")
@@ -75,5 +42,24 @@ def count_tokens() -> Response:
     body = json_body()
     body.setdefault("max_tokens", 1)  # not part of count_tokens' request
     params = MessagesRequestSchema().load(body)
-    prompt = get_engine().prepare(params.messages, params.tools)
-    return jsonify({"input_tokens": prompt.input_tokens})
+    return jsonify({"input_tokens": get_engine().count_tokens(params.generation)})
+
+
+def message_start(generation: Generation) -> dict[str, Any]:
+    """The Message as `message_start` shows it: no content yet, estimated usage.
+
+    The prompt cache's share is an estimate; message_delta has the exact figures.
+    """
+    prompt = generation.prompt
+    cached = prompt.cached_estimate
+    usage = Usage(prompt.input_tokens - cached, 0, cache_read_input_tokens=cached)
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": generation.model_id,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": usage_object(usage),
+    }

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 
 from ..dialect import speaks_openai
-from . import get_engine
+from ..extension import get_engine
 
 bp = Blueprint("models", __name__)
 OWNER = "pensieve"

@@ -1,43 +1,68 @@
-"""The model owner: inference thread, lock, generation events, sampling."""
+"""The model owner: inference thread, lock, generation events, sampling.
 
-from .engine import Engine, EngineBusy, EngineUnavailable, PromptTooLong
+Nothing in this package imports Flask: the app reaches the engine through
+`pensieve.extension`, and hears of its work as an `EngineObserver`.
+"""
+
+from .engine import (
+    Engine,
+    EngineBusy,
+    EngineUnavailable,
+    Generation,
+    PromptTooLong,
+    fit_prompt,
+)
 from .events import (
-    ChatMessage,
     Event,
     Finished,
     KeepAlive,
     Prompt,
-    SamplingParams,
     TextDelta,
-    ToolCall,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
-    ToolSpec,
     Usage,
 )
 from .generation import ClientGone
-from .tools import Constraint, ToolPolicy
+from .request import (
+    ChatMessage,
+    GenerationRequest,
+    SamplingParams,
+    Thinking,
+    ToolCall,
+    effective_sampling,
+)
+from .settings import EngineSettings
+from .stats import EngineObserver, GenerationStats
+from .tools import Constraint, ToolPolicy, ToolSpec
 
 __all__ = [
     "ChatMessage",
     "ClientGone",
     "Constraint",
-    "ToolPolicy",
-    "ToolCallDelta",
-    "ToolCallEnd",
-    "ToolCallStart",
     "Engine",
     "EngineBusy",
+    "EngineObserver",
+    "EngineSettings",
     "EngineUnavailable",
     "Event",
     "Finished",
+    "Generation",
+    "GenerationRequest",
+    "GenerationStats",
     "KeepAlive",
     "Prompt",
     "PromptTooLong",
     "SamplingParams",
     "TextDelta",
+    "Thinking",
     "ToolCall",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "ToolCallStart",
+    "ToolPolicy",
     "ToolSpec",
     "Usage",
+    "effective_sampling",
+    "fit_prompt",
 ]

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .tools import OPEN, ToolPolicy, calls_grammar, json_grammar
+from .tools import OPEN, GrammarError, ToolPolicy, calls_grammar, json_grammar
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,6 @@ TRIGGER_WINDOW = 16  # tokens decoded to look for the tool-call opening
 LOOP_MIN_REPEATS = 3  # a loop: the same token run at least this many times
 LOOP_MIN_TOKENS = 32  # ... covering at least this many tokens
 LOOP_MAX_PERIOD = 64  # longest token run looked for
-
-
-class GrammarError(ValueError):
-    """A schema or grammar llguidance cannot compile."""
 
 
 def ll_tokenizer(loaded: Any) -> Any:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .cache import PromptCache
-from .events import SamplingParams
 from .loading import LoadedModel
+from .request import SamplingParams
 from .tools import Constraint
 
 # How a decode ended: the model's end of turn, or the token limit.

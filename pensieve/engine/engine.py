@@ -3,6 +3,7 @@
 Construction is cheap and touches no device, so the app can be created in the
 gunicorn master. `resolve()` may run there (it downloads or imports files);
 `start()` runs in the worker, after the fork, and loads weights on the thread.
+Requests reach the model through `start_generation` (and `count_tokens`).
 """
 
 from __future__ import annotations
@@ -10,22 +11,23 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
 
-from .. import metrics
-from ..config import model_is_default, resolve_cache_dir
 from ..models.resolve import ResolvedModel, resolve_model
 from .cache import PromptCache
-from .events import ChatMessage, Event, KeepAlive, Prompt, SamplingParams, ToolSpec
+from .events import Event, KeepAlive, Prompt
 from .generation import ClientGone, GenerationSettings, never, run_generation
-from .loading import CPUProfile, LoadedModel, load_model
+from .loading import LoadedModel, load_model
 from .prompt import render_prompt
+from .request import GenerationRequest, SamplingParams, effective_sampling
 from .runner import FairLock, InferenceThread
-from .tools import Constraint, ToolPolicy
+from .settings import EngineSettings
+from .stats import EngineObserver, GenerationStats
+from .tools import Constraint
 
 log = logging.getLogger(__name__)
 Status = Literal["starting", "loading", "ready", "failed"]
@@ -43,15 +45,6 @@ class EngineBusy(RuntimeError):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True)
-class RunningRequest:
-    """What /health shows of the request that holds the model."""
-
-    request_id: str
-    prompt_tokens: int
-    started_at: float
-
-
 class PromptTooLong(ValueError):
     """The prompt leaves no room in the context window."""
 
@@ -61,18 +54,49 @@ class PromptTooLong(ValueError):
         self.maximum = maximum
 
 
-class Engine:
-    """Owns the model; every request reaches it through `prepare` and `generate`."""
+@dataclass(frozen=True)
+class RunningRequest:
+    """What /health shows of the request that holds the model."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self._config = dict(config)
+    request_id: str
+    prompt_tokens: int
+    started_at: float
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A generation admitted to the queue: its prompt, and its events to pull.
+
+    Nothing runs until `events` is iterated; closing it gives up the queue
+    place or the model.
+    """
+
+    model_id: str
+    prompt: Prompt
+    events: Iterator[Event]
+
+
+def fit_prompt(token_ids: list[int], context_length: int, cached: int = 0) -> Prompt:
+    """`token_ids` as a Prompt, or PromptTooLong if no new token would fit."""
+    maximum = context_length - 1
+    if len(token_ids) > maximum:
+        raise PromptTooLong(len(token_ids), maximum)
+    return Prompt(token_ids, context_length - len(token_ids), cached_estimate=cached)
+
+
+class Engine:
+    """Owns the model; every request reaches it through `start_generation`."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
         self.started_at = time.time()
         self.resolved: ResolvedModel | None = None
         self.error: str | None = None
         self.running: RunningRequest | None = None
+        self.observers: list[EngineObserver] = []
         self.prompt_cache = PromptCache(
-            max_entries=self._config["PROMPT_CACHE_ENTRIES"],
-            max_bytes=self._config["PROMPT_CACHE_MB"] * 1024**2,
+            max_entries=settings.prompt_cache_entries,
+            max_bytes=settings.prompt_cache_bytes,
         )
         self._thread: InferenceThread | None = None
         self._lock: FairLock | None = None
@@ -83,19 +107,15 @@ class Engine:
         if self.resolved is None:
             try:
                 self.resolved = resolve_model(
-                    self._config["MODEL"],
-                    cache_dir=self.cache_dir,
-                    fallback=model_is_default(self._config),
-                    offline_timeout=self._config["OFFLINE_TIMEOUT"],
+                    self.settings.model,
+                    cache_dir=self.settings.cache_dir,
+                    fallback=self.settings.fallback,
+                    offline_timeout=self.settings.offline_timeout,
                 )
             except Exception as error:
                 self.error = str(error)
                 raise
         return self.resolved
-
-    @property
-    def cache_dir(self) -> Path:
-        return resolve_cache_dir(self._config["CACHE_DIR"])
 
     def start(self) -> None:
         """Start the inference thread and load the model on it (idempotent)."""
@@ -105,14 +125,11 @@ class Engine:
         # MLX's CUDA backend keeps the kernels it builds (minutes of work on a
         # fresh machine) in this folder; the default, under /tmp, is lost on
         # reboot. Set before the inference thread imports mlx.
-        os.environ.setdefault("MLX_PTX_CACHE_DIR", str(self.cache_dir / "mlx-kernels"))
+        kernels = self.settings.cache_dir / "mlx-kernels"
+        os.environ.setdefault("MLX_PTX_CACHE_DIR", str(kernels))
         self._thread = InferenceThread()
         self._lock = FairLock()
-        profile = CPUProfile(
-            enabled=self._config["CPU_PROFILE"] == "auto",
-            threads=self._config["CPU_THREADS"],
-            dequantize_max_bytes=self._config["CPU_DEQUANTIZE_MAX_MB"] * 1024**2,
-        )
+        profile = self.settings.cpu_profile
         self._loading = self._thread.submit(load_model, resolved.path, profile)
         self._loading.add_done_callback(self._log_loaded)
 
@@ -156,75 +173,77 @@ class Engine:
             return None
         return self._loading.result()
 
-    def prepare(
-        self, messages: list[ChatMessage], tools: list[ToolSpec] | None = None
-    ) -> Prompt:
-        """Render and tokenise a conversation; raise PromptTooLong if it cannot fit."""
-        loaded = self.loaded()
-        token_ids = render_prompt(loaded.tokenizer, messages, tools or [])
-        return self._fit(loaded, token_ids)
-
-    def prepare_text(self, text: str) -> Prompt:
-        """Tokenise raw text (no chat template), as /v1/completions needs."""
-        loaded = self.loaded()
-        return self._fit(loaded, loaded.tokenizer.encode(text))
-
-    def _fit(self, loaded: LoadedModel, token_ids: list[int]) -> Prompt:
-        maximum = loaded.context_length - 1  # room for at least one new token
-        if len(token_ids) > maximum:
-            raise PromptTooLong(len(token_ids), maximum)
-        return Prompt(
-            token_ids,
-            loaded.context_length - len(token_ids),
-            cached_estimate=self.prompt_cache.peek(token_ids),
-        )
-
-    def admit(self) -> None:
-        """Refuse a new request while the queue is full (the client may retry)."""
-        if self.waiting >= self._config["QUEUE_DEPTH"]:
-            raise EngineBusy(
-                f"the model is busy: {self.waiting} requests are waiting",
-                retry_after=self._config["QUEUE_RETRY_AFTER"],
-            )
-
     @property
     def waiting(self) -> int:
         return self._lock.waiting if self._lock is not None else 0
 
-    def generate(
+    def count_tokens(self, request: GenerationRequest) -> int:
+        """The prompt tokens `request` would use, rendered exactly as to generate."""
+        return self._fit(request).input_tokens
+
+    def start_generation(
+        self,
+        request: GenerationRequest,
+        *,
+        request_id: str = "",
+        client_gone: Callable[[], bool] = never,
+    ) -> Generation:
+        """Fit the prompt, admit the request to the queue, and prepare its events.
+
+        Raises PromptTooLong, or EngineBusy while the queue is full. The
+        events are keep-alives while queued, then deltas, then Finished.
+        """
+        prompt = self._fit(request)
+        self._admit()
+        sampling = effective_sampling(
+            request.sampling,
+            room=prompt.max_new_tokens,
+            max_temperature=self.settings.max_temperature,
+        )
+        events = self._generate(
+            prompt, sampling, request.constraint, request_id, client_gone
+        )
+        return Generation(self.resolve().model_id, prompt, events)
+
+    def _fit(self, request: GenerationRequest) -> Prompt:
+        """Render and tokenise the request's prompt; PromptTooLong if it cannot fit."""
+        loaded = self.loaded()
+        if request.text is not None:
+            token_ids = loaded.tokenizer.encode(request.text)
+        else:
+            token_ids = render_prompt(
+                loaded.tokenizer, list(request.messages), list(request.tools)
+            )
+        cached = self.prompt_cache.peek(token_ids)
+        return fit_prompt(token_ids, loaded.context_length, cached)
+
+    def _admit(self) -> None:
+        """Refuse a new request while the queue is full (the client may retry)."""
+        if self.waiting >= self.settings.queue_depth:
+            raise EngineBusy(
+                f"the model is busy: {self.waiting} requests are waiting",
+                retry_after=self.settings.queue_retry_after,
+            )
+
+    def _generate(
         self,
         prompt: Prompt,
         sampling: SamplingParams,
-        *,
-        request_id: str = "",
-        constraint: Constraint | None = None,
-        client_gone: Callable[[], bool] = never,
+        constraint: Constraint,
+        request_id: str,
+        client_gone: Callable[[], bool],
     ) -> Iterator[Event]:
-        """Events for one generation: keep-alives while queued, deltas, Finished.
+        """Wait for the model in arrival order, then run the generation.
 
-        Requests get the model in arrival order; one that waits longer than
-        the queue timeout gets EngineBusy. Closing the iterator, or
-        `client_gone()` turning true (ClientGone), leaves the queue or releases
-        the model.
+        A request that waits longer than the queue timeout gets EngineBusy.
+        Closing the iterator, or `client_gone()` turning true (ClientGone),
+        leaves the queue or releases the model.
         """
         loaded = self.loaded()
         assert self._thread is not None and self._lock is not None  # loaded() did
-        if sampling.temperature > self._config["MAX_TEMPERATURE"]:
-            sampling = replace(sampling, temperature=self._config["MAX_TEMPERATURE"])
         ticket = self._lock.enter()
         try:
-            queue_timeout = self._config["QUEUE_TIMEOUT"]
-            deadline = time.monotonic() + queue_timeout
-            while not ticket.wait(timeout=self._config["KEEPALIVE_SECONDS"]):
-                if client_gone():
-                    raise ClientGone
-                if time.monotonic() > deadline:
-                    raise EngineBusy(
-                        "timed out waiting for the model",
-                        retry_after=self._config["QUEUE_RETRY_AFTER"],
-                    )
-                yield KeepAlive()
-            metrics.observe_queue_wait(time.monotonic() - (deadline - queue_timeout))
+            yield from self._queue(ticket, client_gone)
             self.running = RunningRequest(request_id, prompt.input_tokens, time.time())
             yield from run_generation(
                 self._thread,
@@ -233,13 +252,36 @@ class Engine:
                 sampling,
                 cache=self.prompt_cache,
                 settings=GenerationSettings(
-                    prefill_step_size=self._config["PREFILL_STEP_SIZE"],
-                    keepalive_seconds=self._config["KEEPALIVE_SECONDS"],
+                    prefill_step_size=self.settings.prefill_step_size,
+                    keepalive_seconds=self.settings.keepalive_seconds,
                 ),
-                constraint=constraint or Constraint(ToolPolicy()),
+                constraint=constraint,
                 client_gone=client_gone,
+                report=self._report,
             )
         finally:
             if ticket.is_set():
                 self.running = None
             self._lock.leave(ticket)
+
+    def _queue(
+        self, ticket: threading.Event, client_gone: Callable[[], bool]
+    ) -> Iterator[Event]:
+        """Keep-alives until `ticket` is granted; ClientGone or EngineBusy instead."""
+        settings = self.settings
+        started = time.monotonic()
+        while not ticket.wait(timeout=settings.keepalive_seconds):
+            if client_gone():
+                raise ClientGone
+            if time.monotonic() - started > settings.queue_timeout:
+                raise EngineBusy(
+                    "timed out waiting for the model",
+                    retry_after=settings.queue_retry_after,
+                )
+            yield KeepAlive()
+        for observer in self.observers:
+            observer.queue_waited(time.monotonic() - started)
+
+    def _report(self, stats: GenerationStats) -> None:
+        for observer in self.observers:
+            observer.generation_finished(stats)

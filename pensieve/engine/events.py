@@ -1,4 +1,4 @@
-"""The values that flow between the HTTP layer and the engine."""
+"""What the engine gives back: the fitted prompt, usage, and generation events."""
 
 from __future__ import annotations
 
@@ -6,50 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A tool call the assistant made in an earlier turn."""
-
-    id: str
-    name: str
-    input: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """A tool the model may call."""
-
-    name: str
-    description: str
-    input_schema: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    """One turn of a conversation in API-neutral form.
-
-    `tool` turns carry a tool's result for the call `tool_call_id`.
-    """
-
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str | None = None
-    is_error: bool = False
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to pick tokens. Temperature 0 is greedy and deterministic."""
-
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float | None = None
-    top_k: int | None = None
-    stop_sequences: tuple[str, ...] = ()
-    seed: int | None = None
 
 
 @dataclass(frozen=True)

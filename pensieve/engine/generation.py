@@ -1,24 +1,32 @@
 """One generation, seen from the request's greenlet: typed events out.
 
-The decode generator lives on the inference thread; this side pulls one step
-at a time from it, waiting cooperatively, turns steps into text deltas (with
-stop sequences held back) and keep-alives, and ends with one Finished event.
+The decode generator lives on the inference thread. `run_generation` chains
+three small stages over it, each a generator:
+
+1. `pull_steps`: one decode step at a time from the inference thread, waited
+   for cooperatively, with keep-alives meanwhile and the client checked;
+2. `split_tool_calls`: step text into text deltas and tool-call events;
+3. `filter_stop_sequences`: text held back while it may start a stop sequence.
+
+An `Ended` marker travels behind the last event. Closing the chain (a stop
+sequence matched, the client left) closes `pull_steps`, which cancels a
+running prefill and closes the decoder on the inference thread.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
-import time
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
 
-from .. import metrics
 from .cache import PromptCache
 from .decoding import Cancellation, Step, decode
-from .events import Event, Finished, KeepAlive, Prompt, SamplingParams, TextDelta, Usage
+from .events import Event, Finished, KeepAlive, Prompt, StopReason, TextDelta
 from .loading import LoadedModel
+from .request import SamplingParams
 from .runner import InferenceThread
+from .stats import GenerationStats, Tally
 from .stops import StopSequenceFilter
 from .tools import Constraint
 from .toolstream import ToolCallSplitter
@@ -40,6 +48,17 @@ class GenerationSettings:
     keepalive_seconds: float
 
 
+@dataclass(frozen=True)
+class Ended:
+    """Behind a generation's last event: why it ended."""
+
+    reason: StopReason
+    stop_sequence: str | None = None
+
+
+Item = Event | Ended
+
+
 def run_generation(
     thread: InferenceThread,
     loaded: LoadedModel,
@@ -50,16 +69,16 @@ def run_generation(
     settings: GenerationSettings,
     constraint: Constraint,
     client_gone: Callable[[], bool] = never,
+    report: Callable[[GenerationStats], None] = lambda stats: None,
 ) -> Iterator[Event]:
     """Events for one generation; the caller holds the model lock throughout.
 
-    Closing the iterator, or `client_gone()` turning true (checked after every
-    token and every keep-alive), cancels a running prefill at its next chunk
-    and stops decoding after the current token; the latter raises ClientGone.
+    `sampling` is effective (see `effective_sampling`). Closing the iterator,
+    or `client_gone()` turning true (checked after every token and every
+    keep-alive), cancels a running prefill at its next chunk and stops
+    decoding after the current token; the latter raises ClientGone.
     """
-    sampling = replace(
-        sampling, max_tokens=min(sampling.max_tokens, prompt.max_new_tokens)
-    )
+    tally = Tally()
     cancellation = Cancellation()
     steps = decode(
         loaded,
@@ -70,58 +89,102 @@ def run_generation(
         cancellation=cancellation,
         constraint=constraint if constraint.needed else None,
     )
-    stops = StopSequenceFilter(sampling.stop_sequences)
-    calls = ToolCallSplitter(enabled=constraint.policy.active)
-    started = time.monotonic()
-    output_tokens = 0
+    pulled = pull_steps(thread, steps, cancellation, tally, settings, client_gone)
+    split = split_tool_calls(pulled, enabled=constraint.policy.active)
+    items = filter_stop_sequences(split, sampling.stop_sequences)
+    try:
+        ended = yield from until_ended(items)
+    except (GeneratorExit, ClientGone):
+        log.info("cancelled after %d generated tokens", tally.output_tokens)
+        raise
+    finally:
+        for stage in (items, split, pulled):  # outermost first: each is closed now,
+            stage.close()  # not when garbage-collected (pulled cancels the decode)
+    usage = tally.usage(prompt.input_tokens, cache_enabled=cache.enabled)
+    report(tally.finish(usage, ended.reason))
+    yield Finished(ended.reason, ended.stop_sequence, usage)
+
+
+def until_ended(items: Iterator[Item]) -> Generator[Event, None, Ended]:
+    """Pass events on until the Ended marker, and return it."""
+    for item in items:
+        if isinstance(item, Ended):
+            return item
+        yield item
+    raise RuntimeError("generation ended without a reason")
+
+
+def pull_steps(
+    thread: InferenceThread,
+    steps: Iterator[Step],
+    cancellation: Cancellation,
+    tally: Tally,
+    settings: GenerationSettings,
+    client_gone: Callable[[], bool],
+) -> Iterator[Step | KeepAlive]:
+    """Decode steps from the inference thread, with keep-alives while waiting.
+
+    The first step (no text) tells `tally` how much of the prompt was cached.
+    However the consumer stops, the decoder is cancelled and closed on the
+    inference thread, where every mlx call runs.
+    """
     keepalive = settings.keepalive_seconds
     try:
         first = yield from wait(thread.submit(next, steps), keepalive, client_gone)
-        cached = first.cached or 0
+        tally.cached = first.cached or 0
         while True:
             step = yield from wait(thread.submit(next, steps), keepalive, client_gone)
-            if output_tokens == 0:
-                first_token_at = time.monotonic()
-            if step.finish != "end_turn":
-                output_tokens += 1
+            tally.token(end_of_turn=step.finish == "end_turn")
             if step.finish is None and client_gone():
                 raise ClientGone
-            yield from filter_text(calls.feed(step.text), stops)
-            if stops.matched is not None:
-                reason, matched = "stop_sequence", stops.matched
-                break
+            yield step
             if step.finish is not None:
-                yield from filter_text(calls.finish(), stops)
-                if rest := stops.flush():
-                    yield TextDelta(rest)
-                reason, matched = step.finish, None
-                if calls.calls and reason == "end_turn":
-                    reason = "tool_use"
-                break
-    except (GeneratorExit, ClientGone):
-        log.info("cancelled after %d generated tokens", output_tokens)
-        raise
+                return
     finally:
         cancellation.requested = True  # stops a prefill still running
-        thread.submit(steps.close)  # on the inference thread, like every mlx call
-    fresh = prompt.input_tokens - cached
-    usage = Usage(
-        input_tokens=fresh,
-        output_tokens=output_tokens,
-        cache_read_input_tokens=cached,
-        cache_creation_input_tokens=fresh if cache.enabled else 0,
-    )
-    log_generation(usage, reason, started, first_token_at)
-    yield Finished(reason, matched, usage)  # type: ignore[arg-type]
+        thread.submit(steps.close)
 
 
-def filter_text(events: list[Event], stops: StopSequenceFilter) -> Iterator[Event]:
-    """Pass events on; text goes through the stop-sequence filter first."""
-    for event in events:
-        if not isinstance(event, TextDelta):
-            yield event
-        elif stops.matched is None and (text := stops.feed(event.text)):
+def split_tool_calls(
+    steps: Iterable[Step | KeepAlive], *, enabled: bool
+) -> Iterator[Item]:
+    """Step text as text deltas and tool-call events; Ended after the last.
+
+    A generation that made tool calls and ended its turn ends with `tool_use`.
+    """
+    calls = ToolCallSplitter(enabled=enabled)
+    for step in steps:
+        if isinstance(step, KeepAlive):
+            yield step
+            continue
+        yield from calls.feed(step.text)
+        if step.finish is not None:
+            yield from calls.finish()
+            tool_use = calls.calls and step.finish == "end_turn"
+            yield Ended("tool_use" if tool_use else step.finish)
+            return
+
+
+def filter_stop_sequences(
+    items: Iterable[Item], stop_sequences: tuple[str, ...]
+) -> Iterator[Item]:
+    """Text held back while it may be the start of a stop sequence; at a match,
+    the text before it and Ended(`stop_sequence`)."""
+    stops = StopSequenceFilter(stop_sequences)
+    for item in items:
+        if isinstance(item, Ended):
+            if rest := stops.flush():
+                yield TextDelta(rest)
+            yield item
+            return
+        if not isinstance(item, TextDelta):
+            yield item
+            continue
+        if text := stops.feed(item.text):
             yield TextDelta(text)
+        if stops.matched is not None:
+            yield Ended("stop_sequence", stops.matched)
+            return
 
 
 def wait(
@@ -141,25 +204,3 @@ def wait(
             if client_gone():
                 raise ClientGone from None
             yield KeepAlive()
-
-
-def log_generation(usage: Usage, reason: str, started: float, first: float) -> None:
-    """Log one finished generation and record it in the metrics."""
-    decode_seconds = time.monotonic() - first
-    metrics.observe_generation(
-        ttft_seconds=first - started,
-        total_seconds=time.monotonic() - started,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_input_tokens,
-    )
-    log.info(
-        "generated %d tokens; prompt %d tokens (%d from cache); first token after "
-        "%.2f s; %.1f tokens/s; stop: %s",
-        usage.output_tokens,
-        usage.input_tokens + usage.cache_read_input_tokens,
-        usage.cache_read_input_tokens,
-        first - started,
-        (usage.output_tokens - 1) / decode_seconds if decode_seconds > 0 else 0.0,
-        reason,
-    )

@@ -14,7 +14,8 @@ from typing import Any
 
 from jinja2 import TemplateError
 
-from .events import ChatMessage, ToolSpec
+from .request import ChatMessage
+from .tools import ToolSpec
 
 GENERIC_TOOLS_PROMPT = """# Tools
 

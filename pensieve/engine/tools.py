@@ -15,8 +15,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .events import ToolSpec
-
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"
 # Compact, predictable JSON: a small model has fewer ways to go wrong.
@@ -25,6 +23,19 @@ JSON_OPTIONS = {
     "item_separator": ", ",
     "key_separator": ": ",
 }
+
+
+class GrammarError(ValueError):
+    """A schema or grammar llguidance cannot compile."""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool the model may call."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from marshmallow import (
     validates_schema,
 )
 
-from ..engine import ChatMessage, ToolCall, ToolSpec
-from .messages import StrictBoolean, StrictInteger
-from .openai import GenerationSchema, OpenAISampling, sampling_of, stream_flags
+from ..engine import ChatMessage, GenerationRequest, ToolCall, ToolSpec
+from .common import JSONSchemaField, StrictBoolean, StrictInteger, tool_policy
+from .openai import GenerationSchema, sampling_of, stream_flags
 
 NAME = validate.Regexp(r"^[a-zA-Z0-9_-]{1,64}$", error="must match {regex}")
 # Valid OpenAI content parts the text-only model cannot read.
@@ -192,14 +192,8 @@ class FunctionSchema(Schema):
 
     name = fields.String(required=True, validate=NAME)
     description = fields.String(allow_none=True)
-    parameters = fields.Dict(allow_none=True)
+    parameters = JSONSchemaField(object_only=True, allow_none=True)
     strict = StrictBoolean(allow_none=True)
-
-    @validates_schema
-    def parameters_are_an_object(self, data: dict[str, Any], **kwargs: Any) -> None:
-        parameters = data.get("parameters")
-        if parameters is not None and parameters.get("type") != "object":
-            raise ValidationError('must have "type": "object"', "parameters")
 
 
 class ToolSchema(Schema):
@@ -248,7 +242,7 @@ class JsonSchemaFormatSchema(Schema):
 
     name = fields.String(required=True, validate=NAME)
     description = fields.String()
-    schema = fields.Dict()
+    schema = JSONSchemaField()
     strict = StrictBoolean(allow_none=True)
 
 
@@ -286,14 +280,10 @@ class ResponseFormatSchema(Schema):
 
 @dataclass(frozen=True)
 class ChatCompletionRequest:
-    """A validated `POST /v1/chat/completions` body, in the engine's terms."""
+    """A validated `POST /v1/chat/completions` body: the engine's request, and
+    how to answer."""
 
-    model: str
-    messages: list[ChatMessage]
-    tools: list[ToolSpec]
-    tool_choice: dict[str, Any]  # the Messages API's form
-    output_format: dict[str, Any] | None  # the Messages API's form
-    sampling: OpenAISampling
+    generation: GenerationRequest
     stream: bool
     include_usage: bool
 
@@ -336,13 +326,11 @@ class ChatCompletionRequestSchema(GenerationSchema):
             tool_choice = {**tool_choice, "disable_parallel_tool_use": True}
         stream, include_usage = stream_flags(data)
         max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
-        return ChatCompletionRequest(
-            model=data["model"],
-            messages=data["messages"],
-            tools=data.get("tools") or [],
-            tool_choice=tool_choice,
-            output_format=data.get("response_format"),
+        output_format = data.get("response_format") or {}
+        generation = GenerationRequest(
+            messages=tuple(data["messages"]),
+            tool_policy=tool_policy(data.get("tools") or (), tool_choice),
             sampling=sampling_of(data, max_tokens),
-            stream=stream,
-            include_usage=include_usage,
+            response_schema=output_format.get("schema"),
         )
+        return ChatCompletionRequest(generation, stream, include_usage)

@@ -7,8 +7,9 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, validate
 
-from .messages import StrictBoolean, StrictInteger
-from .openai import GenerationSchema, OpenAISampling, sampling_of, stream_flags
+from ..engine import GenerationRequest
+from .common import StrictBoolean, StrictInteger
+from .openai import GenerationSchema, sampling_of, stream_flags
 
 # OpenAI's default for /v1/completions (chat completions default to "what fits").
 DEFAULT_MAX_TOKENS = 16
@@ -36,12 +37,11 @@ class PromptField(fields.Field):
 
 @dataclass(frozen=True)
 class CompletionRequest:
-    """A validated `POST /v1/completions` body."""
+    """A validated `POST /v1/completions` body: the engine's request (a raw
+    prompt), and how to answer."""
 
-    model: str
-    prompt: str
+    generation: GenerationRequest
     echo: bool  # the answer's text starts with the prompt
-    sampling: OpenAISampling
     stream: bool
     include_usage: bool
 
@@ -64,13 +64,12 @@ class CompletionRequestSchema(GenerationSchema):
     def to_request(self, data: dict[str, Any], **kwargs: Any) -> CompletionRequest:
         stream, include_usage = stream_flags(data)
         max_tokens = data.get("max_tokens")
-        return CompletionRequest(
-            model=data["model"],
-            prompt=data["prompt"],
-            echo=bool(data.get("echo")),
+        generation = GenerationRequest(
+            text=data["prompt"],
             sampling=sampling_of(
                 data, DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
             ),
-            stream=stream,
-            include_usage=include_usage,
+        )
+        return CompletionRequest(
+            generation, bool(data.get("echo")), stream, include_usage
         )

@@ -19,8 +19,21 @@ from marshmallow import (
     validates_schema,
 )
 
-from ..engine import ChatMessage, SamplingParams, ToolCall, ToolPolicy, ToolSpec
-from ..engine.tools import json_grammar
+from ..engine import (
+    ChatMessage,
+    GenerationRequest,
+    SamplingParams,
+    Thinking,
+    ToolCall,
+    ToolSpec,
+)
+from .common import (
+    JSONSchemaField,
+    StrictBoolean,
+    StrictFloat,
+    StrictInteger,
+    tool_policy,
+)
 from .content import (
     Block,
     ContentField,
@@ -34,45 +47,9 @@ ROLES = ("user", "assistant", "system")
 TOOL_NAME = validate.Regexp(r"^[a-zA-Z0-9_-]{1,128}$", error="must match {regex}")
 
 
-class StrictBoolean(fields.Boolean):
-    """A JSON boolean only: not 1 or 0, not "true"."""
-
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Any, **kwargs: Any
-    ) -> bool:
-        if not isinstance(value, bool):
-            raise ValidationError("must be a boolean")
-        return value
-
-
 # Claude Code stamps its first system block per request; rendering it would
 # change the prompt's first tokens every turn and defeat the prompt cache.
 BILLING_HEADER = "x-anthropic-billing-header:"
-
-
-class StrictFloat(fields.Float):
-    """A JSON number only: no numeric strings, no booleans."""
-
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Any, **kwargs: Any
-    ) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValidationError("must be a number")
-        return super()._deserialize(value, attr, data, **kwargs)
-
-
-class StrictInteger(fields.Integer):
-    """A JSON integer only: no strings, no booleans, no fractions."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(strict=True, **kwargs)
-
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Any, **kwargs: Any
-    ) -> int:
-        if isinstance(value, bool):
-            raise ValidationError("must be an integer")
-        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class MessageSchema(Schema):
@@ -92,19 +69,12 @@ class ToolSchema(Schema):
     type = fields.String()
     name = fields.String(required=True, validate=TOOL_NAME)
     description = fields.String()
-    input_schema = fields.Dict()
+    input_schema = JSONSchemaField(object_only=True)
 
     @validates_schema
     def custom_tools_need_a_schema(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if data.get("type", "custom") == "custom":
-            schema = data.get("input_schema")
-            if schema is None:
-                raise ValidationError(
-                    "Missing data for required field.", "input_schema"
-                )
-            if schema.get("type") != "object":
-                raise ValidationError('must have "type": "object"', "input_schema")
-            check_json_schema(schema, "input_schema")
+        if data.get("type", "custom") == "custom" and "input_schema" not in data:
+            raise ValidationError("Missing data for required field.", "input_schema")
 
     @post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> ToolSpec:
@@ -158,30 +128,7 @@ class OutputFormatSchema(Schema):
         unknown = EXCLUDE
 
     type = fields.String(required=True, validate=validate.Equal("json_schema"))
-    schema = fields.Dict(required=True)
-
-    @validates_schema
-    def schema_is_valid(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if "schema" in data:
-            check_json_schema(data["schema"], "schema")
-
-
-def check_json_schema(schema: dict[str, Any], field: str) -> None:
-    """A JSON Schema both jsonschema and the constrained decoder accept."""
-    import jsonschema
-    import llguidance
-
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as error:
-        raise ValidationError(
-            f"not a valid JSON Schema: {error.message}", field
-        ) from None
-    problem = llguidance.LLMatcher.validate_grammar(json_grammar(schema))
-    if problem:
-        raise ValidationError(
-            f"not supported for constrained decoding: {problem}", field
-        )
+    schema = JSONSchemaField(required=True)
 
 
 class OutputConfigSchema(Schema):
@@ -194,15 +141,10 @@ class OutputConfigSchema(Schema):
 
 @dataclass(frozen=True)
 class MessagesRequest:
-    """A validated `POST /v1/messages` body, in the engine's terms."""
+    """A validated `POST /v1/messages` body: the engine's request, and how to answer."""
 
-    model: str
-    messages: list[ChatMessage]
-    tools: list[ToolSpec]
-    tool_policy: ToolPolicy
-    sampling: SamplingParams
+    generation: GenerationRequest
     stream: bool
-    response_schema: dict[str, Any] | None  # output_config.format's JSON schema
 
 
 class MessagesRequestSchema(Schema):
@@ -245,25 +187,12 @@ class MessagesRequestSchema(Schema):
 
     @post_load
     def to_request(self, data: dict[str, Any], **kwargs: Any) -> MessagesRequest:
-        system = [
-            block.text
-            for block in data.get("system", [])
-            if not block.text.startswith(BILLING_HEADER)
-        ]
-        messages = [ChatMessage("system", "\n".join(system))] if system else []
-        for message in data["messages"]:
-            messages.extend(to_chat_messages(message["role"], message["content"]))
         output_format = (data.get("output_config") or {}).get("format") or {}
-        choice = data.get("tool_choice", {"type": "auto"})
-        return MessagesRequest(
-            model=data["model"],
-            messages=merge_turns(messages),
-            tools=data["tools"],
-            tool_policy=ToolPolicy(
-                tools=tuple(data["tools"]),
-                choice=choice["type"],
-                name=choice.get("name"),
-                parallel=not choice.get("disable_parallel_tool_use", False),
+        thinking = data.get("thinking")
+        generation = GenerationRequest(
+            messages=tuple(conversation(data.get("system", []), data["messages"])),
+            tool_policy=tool_policy(
+                data["tools"], data.get("tool_choice", {"type": "auto"})
             ),
             sampling=SamplingParams(
                 max_tokens=data["max_tokens"],
@@ -272,9 +201,28 @@ class MessagesRequestSchema(Schema):
                 top_k=data.get("top_k"),
                 stop_sequences=tuple(data.get("stop_sequences", ())),
             ),
-            stream=data["stream"],
             response_schema=output_format.get("schema"),
+            thinking=Thinking(**thinking) if thinking else None,
         )
+        return MessagesRequest(generation, stream=data["stream"])
+
+
+def conversation(
+    system: list[Block], messages: list[dict[str, Any]]
+) -> list[ChatMessage]:
+    """The request's system prompt and turns as chat turns, merged the API's way.
+
+    Claude Code's billing-header system block is left out (see BILLING_HEADER).
+    """
+    texts = [
+        block.text
+        for block in system
+        if isinstance(block, TextBlock) and not block.text.startswith(BILLING_HEADER)
+    ]
+    turns = [ChatMessage("system", "\n".join(texts))] if texts else []
+    for message in messages:
+        turns.extend(to_chat_messages(message["role"], message["content"]))
+    return merge_turns(turns)
 
 
 def to_chat_messages(role: str, blocks: list[Block]) -> list[ChatMessage]:

@@ -6,7 +6,6 @@ top-level fields are accepted and ignored, as on the Anthropic side.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import (
@@ -18,36 +17,11 @@ from marshmallow import (
     validates_schema,
 )
 
-from ..engine import Prompt, SamplingParams
-from .messages import StrictBoolean, StrictFloat, StrictInteger
+from ..engine import SamplingParams
+from .common import StrictBoolean, StrictFloat, StrictInteger
 
 DEFAULT_TEMPERATURE = 1.0
 ONE_CHOICE = validate.Equal(1, error="only 1 is supported: one choice per request")
-
-
-@dataclass(frozen=True)
-class OpenAISampling:
-    """OpenAI's sampling fields. `max_tokens` None: as many as the context fits.
-
-    `temperature` keeps OpenAI's meaning, which is the engine's (the softmax
-    temperature; 0 is greedy), over OpenAI's whole 0–2 range: no rescaling.
-    """
-
-    max_tokens: int | None
-    temperature: float
-    top_p: float | None
-    stop_sequences: tuple[str, ...]
-    seed: int | None
-
-    def for_prompt(self, prompt: Prompt) -> SamplingParams:
-        """The engine's sampling settings for generating after `prompt`."""
-        return SamplingParams(
-            max_tokens=self.max_tokens or prompt.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop_sequences=self.stop_sequences,
-            seed=self.seed,
-        )
 
 
 class StopField(fields.Field):
@@ -108,10 +82,15 @@ class GenerationSchema(Schema):
             )
 
 
-def sampling_of(data: dict[str, Any], max_tokens: int | None) -> OpenAISampling:
-    """The sampling fields of a loaded GenerationSchema body."""
+def sampling_of(data: dict[str, Any], max_tokens: int | None) -> SamplingParams:
+    """The sampling fields of a loaded GenerationSchema body.
+
+    `temperature` keeps OpenAI's meaning, which is the engine's (the softmax
+    temperature; 0 is greedy), over OpenAI's whole 0–2 range: no rescaling.
+    `max_tokens` None: as many as the context window fits.
+    """
     temperature = data.get("temperature")
-    return OpenAISampling(
+    return SamplingParams(
         max_tokens=max_tokens,
         temperature=DEFAULT_TEMPERATURE if temperature is None else temperature,
         top_p=data.get("top_p"),
