@@ -216,6 +216,9 @@ def engine_settings(config: Mapping[str, Any]) -> EngineSettings:
     return EngineSettings(
         model=config["MODEL"],
         cache_dir=resolve_cache_dir(config["CACHE_DIR"]),
+        chat_template=Path(template).expanduser()
+        if (template := config["CHAT_TEMPLATE"])
+        else None,
         fallback=model_is_default(config),
         offline_timeout=config["OFFLINE_TIMEOUT"],
         keepalive_seconds=config["KEEPALIVE_SECONDS"],

@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from .dialect import speaks_openai
 from .engine import ClientGone, EngineBusy, EngineUnavailable, PromptTooLong
+from .engine.prompt import TemplateRenderError
 from .engine.tools import GrammarError
 from .sse import DataEvent, ServerSentEvent
 
@@ -164,6 +165,8 @@ def as_api_error(error: Exception) -> APIError:
         )
     if isinstance(error, GrammarError):  # schemas check first; this is a backstop
         return InvalidRequest(f"not supported for constrained decoding: {error}")
+    if isinstance(error, TemplateRenderError):
+        return InvalidRequest(str(error))
     if isinstance(error, PromptTooLong):
         return InvalidRequest(str(error), code="context_length_exceeded")
     if isinstance(error, EngineBusy):

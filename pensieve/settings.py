@@ -100,6 +100,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("CACHE_DIR", "", str, "Cache folder (default: ~/.cache/pensieve)."),
     Setting(
+        "CHAT_TEMPLATE",
+        "",
+        str,
+        "A Jinja chat template file to use instead of the model's own (for a "
+        "model whose template is missing or broken).",
+    ),
+    Setting(
         "OFFLINE_TIMEOUT",
         3.0,
         seconds,

@@ -15,6 +15,7 @@ from ..engine import (
     Finished,
     KeepAlive,
     TextDelta,
+    ThinkingDelta,
     ToolCallDelta,
     ToolCallStart,
     Usage,
@@ -35,13 +36,16 @@ ChoiceShape = Callable[[dict[str, Any], str | None], dict[str, Any]]
 def chat_deltas(events: Iterable[Event]) -> Iterator[dict[str, Any] | Event]:
     """Each engine event as what it adds to the answer: a chat chunk's `delta`.
 
-    Text is `content`; tool calls are `tool_calls` entries, numbered in order.
+    Text is `content`, reasoning `reasoning_content` (as vLLM and llama.cpp
+    send it); tool calls are `tool_calls` entries, numbered in order.
     Keep-alives and the Finished event pass through as they are.
     """
     calls = -1
     for event in events:
         if isinstance(event, TextDelta):
             yield {"content": event.text}
+        elif isinstance(event, ThinkingDelta):
+            yield {"reasoning_content": event.text}
         elif isinstance(event, ToolCallStart):
             calls += 1
             function = {"name": event.name, "arguments": ""}
@@ -64,8 +68,9 @@ def chat_deltas(events: Iterable[Event]) -> Iterator[dict[str, Any] | Event]:
 
 def merge_delta(whole: dict[str, Any], delta: dict[str, Any]) -> None:
     """Fold one delta into the answer so far (the non-streaming answers)."""
-    if "content" in delta:
-        whole["content"] = (whole.get("content") or "") + delta["content"]
+    for key in ("content", "reasoning_content"):
+        if key in delta:
+            whole[key] = (whole.get(key) or "") + delta[key]
     for call in delta.get("tool_calls", ()):
         calls = whole.setdefault("tool_calls", [])
         if "id" in call:

@@ -16,7 +16,7 @@ from ..engine import Generation, Usage
 from ..errors import error_event
 from ..extension import get_engine
 from ..schemas.common import json_body
-from ..schemas.messages import MessagesRequestSchema
+from ..schemas.messages import CountTokensRequestSchema, MessagesRequestSchema
 from ..sse import ServerSentEvent, sse_response
 from . import start_generation
 from .message_events import complete_message, stream_events, usage_object
@@ -39,9 +39,7 @@ def create_message() -> Response:
 @bp.post("/v1/messages/count_tokens")
 def count_tokens() -> Response:
     """Tokens the same request would use as input, rendered exactly as generation."""
-    body = json_body()
-    body.setdefault("max_tokens", 1)  # not part of count_tokens' request
-    params = MessagesRequestSchema().load(body)
+    params = CountTokensRequestSchema().load(json_body())
     return jsonify({"input_tokens": get_engine().count_tokens(params.generation)})
 
 

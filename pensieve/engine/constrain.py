@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .tools import OPEN, GrammarError, ToolPolicy, calls_grammar, json_grammar
+from .families import Family
+from .grammars import calls_grammar, json_grammar
+from .tools import GrammarError, ToolPolicy
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,14 @@ def ll_tokenizer(loaded: Any) -> Any:
             hf, eos_token=sorted(loaded.tokenizer.eos_token_ids)
         )
     return loaded.extras["ll_tokenizer"]
+
+
+def added_tokens(loaded: Any) -> dict[str, int]:
+    """The model's added tokens (its markers) by their text, once per model."""
+    if "added_tokens" not in loaded.extras:
+        vocab = loaded.tokenizer._tokenizer.get_added_vocab()
+        loaded.extras["added_tokens"] = {text: id for text, id in vocab.items() if text}
+    return loaded.extras["added_tokens"]
 
 
 def closing_tokens(loaded: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,12 +121,15 @@ class GrammarConstraint:
     def __init__(
         self,
         loaded: Any,
+        family: Family,
         *,
         policy: ToolPolicy,
         response_schema: dict[str, Any] | None,
     ) -> None:
         self._loaded = loaded
         self._ll = ll_tokenizer(loaded)
+        self._family = family
+        self._tokens = added_tokens(loaded)
         self._policy = policy
         self._matcher: Any = None
         self._watch = policy.active and not policy.forced
@@ -126,30 +139,47 @@ class GrammarConstraint:
         self._scanner = JSONScanner()
         self._loop: list[int] = []  # the repeated run, once found
         if policy.forced:
-            self._matcher = new_matcher(self._ll, calls_grammar(policy))
+            grammar = calls_grammar(family, policy, self._tokens)
+            self._matcher = new_matcher(self._ll, grammar)
         elif response_schema is not None:
             self._matcher = new_matcher(self._ll, json_grammar(response_schema))
             self._watch = False
 
+    def allowed(self, vocab: int) -> np.ndarray | None:
+        """The tokens the grammar allows next (None: no grammar active).
+
+        Where the grammar forces text, only its canonical next token: the
+        call is written in the very tokens its later render tokenises to.
+        """
+        if self._matcher is None:
+            return None
+        mask = np.zeros(vocab, dtype=bool)
+        forced = self._matcher.compute_ff_tokens()
+        if forced and not self._loop:
+            mask[forced[0]] = forced[0] < vocab
+            return mask
+        bits = np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8)
+        allowed = np.unpackbits(bits, bitorder="little")
+        size = min(vocab, allowed.size)
+        mask[:size] = allowed[:size].astype(bool)
+        return self._closer(mask) if self._loop else mask
+
+    def consume(self, tokens: Any) -> None:
+        """Take in the tokens generated since the last call."""
+        if self._seen is None:
+            self._seen = tokens.size  # the first call sees the prompt only
+            return
+        for token in tokens[self._seen :].tolist():
+            self._consume(token)
+        self._seen = tokens.size
+
     def __call__(self, tokens: Any, logits: Any) -> Any:
         import mlx.core as mx
 
-        if self._seen is None:
-            self._seen = tokens.size  # the first call sees the prompt only
-        else:
-            for token in tokens[self._seen :].tolist():
-                self._consume(token)
-            self._seen = tokens.size
-        if self._matcher is None:
+        self.consume(tokens)
+        mask = self.allowed(logits.shape[-1])
+        if mask is None:
             return logits
-        bits = np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8)
-        allowed = np.unpackbits(bits, bitorder="little")
-        vocab = logits.shape[-1]
-        mask = np.zeros(vocab, dtype=bool)
-        size = min(vocab, allowed.size)
-        mask[:size] = allowed[:size].astype(bool)
-        if self._loop:
-            mask = self._closer(mask)
         return mx.where(mx.array(mask), logits, mx.array(-np.inf, dtype=logits.dtype))
 
     def _closer(self, mask: np.ndarray) -> np.ndarray:
@@ -185,12 +215,14 @@ class GrammarConstraint:
             return
         self._recent = (self._recent + [token])[-TRIGGER_WINDOW:]
         text = self._loaded.tokenizer.decode(self._recent)
-        if OPEN in text:
+        trigger = self._family.calls.trigger
+        if trigger in text:
             self._watch = False
-            opened = text[text.rindex(OPEN) :]
+            opened = text[text.rindex(trigger) :]
             try:
-                self._matcher = new_matcher(
-                    self._ll, calls_grammar(self._policy, opened=opened)
+                grammar = calls_grammar(
+                    self._family, self._policy, self._tokens, opened=opened
                 )
+                self._matcher = new_matcher(self._ll, grammar)
             except (ValueError, GrammarError) as error:
                 log.warning("tool call left unconstrained: %s", error)

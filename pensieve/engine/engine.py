@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from ..models.resolve import ResolvedModel, resolve_model
@@ -22,7 +23,7 @@ from .cache import PromptCache
 from .events import Event, KeepAlive, Prompt
 from .generation import ClientGone, GenerationSettings, never, run_generation
 from .loading import LoadedModel, load_model
-from .prompt import render_prompt
+from .prompt import render_conversation
 from .request import GenerationRequest, SamplingParams, effective_sampling
 from .runner import FairLock, InferenceThread
 from .settings import EngineSettings
@@ -76,12 +77,46 @@ class Generation:
     events: Iterator[Event]
 
 
-def fit_prompt(token_ids: list[int], context_length: int, cached: int = 0) -> Prompt:
+def fit_prompt(
+    token_ids: list[int],
+    context_length: int,
+    cached: int = 0,
+    *,
+    in_reasoning: bool = False,
+) -> Prompt:
     """`token_ids` as a Prompt, or PromptTooLong if no new token would fit."""
     maximum = context_length - 1
     if len(token_ids) > maximum:
         raise PromptTooLong(len(token_ids), maximum)
-    return Prompt(token_ids, context_length - len(token_ids), cached_estimate=cached)
+    room = context_length - len(token_ids)
+    return Prompt(token_ids, room, cached_estimate=cached, in_reasoning=in_reasoning)
+
+
+def read_chat_template(path: Path | None) -> str | None:
+    """The text of a chat template file, checked for Jinja syntax; errors name it."""
+    if path is None:
+        return None
+    import jinja2
+
+    try:
+        text = path.read_text()
+        jinja2.Environment().parse(text)
+    except OSError as error:
+        raise EngineUnavailable(f"chat template {path}: {error.strerror}") from None
+    except jinja2.TemplateSyntaxError as error:
+        raise EngineUnavailable(
+            f"chat template {path}, line {error.lineno}: {error.message}"
+        ) from None
+    return text
+
+
+def opens_reasoning(loaded: LoadedModel, prompt_text: str) -> bool:
+    """Whether the prompt's generation prompt opens the reasoning block (the
+    output then starts inside it: Qwen3.5, DeepSeek-V3.1, MiniMax-M2)."""
+    reasoning = loaded.family.reasoning
+    return reasoning is not None and prompt_text.rstrip().endswith(
+        reasoning.open.rstrip()
+    )
 
 
 class Engine:
@@ -94,6 +129,7 @@ class Engine:
         self.error: str | None = None
         self.running: RunningRequest | None = None
         self.observers: list[EngineObserver] = []
+        self.chat_template: str | None = None
         self.prompt_cache = PromptCache(
             max_entries=settings.prompt_cache_entries,
             max_bytes=settings.prompt_cache_bytes,
@@ -103,9 +139,11 @@ class Engine:
         self._loading: concurrent.futures.Future[LoadedModel] | None = None
 
     def resolve(self) -> ResolvedModel:
-        """Find (download, import) the model's directory. Touches no device."""
+        """Find (download, import) the model's directory, and read the chat
+        template file if one is set. Touches no device."""
         if self.resolved is None:
             try:
+                self.chat_template = read_chat_template(self.settings.chat_template)
                 self.resolved = resolve_model(
                     self.settings.model,
                     cache_dir=self.settings.cache_dir,
@@ -130,7 +168,9 @@ class Engine:
         self._thread = InferenceThread()
         self._lock = FairLock()
         profile = self.settings.cpu_profile
-        self._loading = self._thread.submit(load_model, resolved.path, profile)
+        self._loading = self._thread.submit(
+            load_model, resolved.path, profile, self.chat_template
+        )
         self._loading.add_done_callback(self._log_loaded)
 
     def _log_loaded(self, future: concurrent.futures.Future[LoadedModel]) -> None:
@@ -200,22 +240,29 @@ class Engine:
             room=prompt.max_new_tokens,
             max_temperature=self.settings.max_temperature,
         )
-        events = self._generate(
-            prompt, sampling, request.constraint, request_id, client_gone
-        )
+        constraint = request.constraint(in_reasoning=prompt.in_reasoning)
+        events = self._generate(prompt, sampling, constraint, request_id, client_gone)
         return Generation(self.resolve().model_id, prompt, events)
 
     def _fit(self, request: GenerationRequest) -> Prompt:
         """Render and tokenise the request's prompt; PromptTooLong if it cannot fit."""
         loaded = self.loaded()
         if request.text is not None:
-            token_ids = loaded.tokenizer.encode(request.text)
+            token_ids, opened = loaded.tokenizer.encode(request.text), False
         else:
-            token_ids = render_prompt(
-                loaded.tokenizer, list(request.messages), list(request.tools)
+            rendered = render_conversation(
+                loaded.tokenizer,
+                list(request.messages),
+                list(request.tools),
+                family=loaded.family,
+                thinking=request.thinking,
+            )
+            token_ids, opened = (
+                rendered.token_ids,
+                opens_reasoning(loaded, rendered.text),
             )
         cached = self.prompt_cache.peek(token_ids)
-        return fit_prompt(token_ids, loaded.context_length, cached)
+        return fit_prompt(token_ids, loaded.context_length, cached, in_reasoning=opened)
 
     def _admit(self) -> None:
         """Refuse a new request while the queue is full (the client may retry)."""

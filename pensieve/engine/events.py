@@ -15,6 +15,7 @@ class Prompt:
     token_ids: list[int] = field(repr=False)
     max_new_tokens: int  # what fits in the context window after the prompt
     cached_estimate: int = 0  # prompt-cache tokens a generation would reuse now
+    in_reasoning: bool = False  # the prompt opens the model's reasoning block
 
     @property
     def input_tokens(self) -> int:
@@ -39,6 +40,13 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ThinkingDelta:
+    """New reasoning text (the model's thinking, never part of the answer)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class ToolCallStart:
     """The model began a tool call."""
 
@@ -55,9 +63,9 @@ class ToolCallDelta:
 
 @dataclass(frozen=True)
 class ToolCallEnd:
-    """The call is complete; `input` is its parsed arguments."""
+    """The call is over; `input` is its parsed arguments (None: cut short)."""
 
-    input: dict[str, Any]
+    input: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -74,4 +82,12 @@ class Finished:
     usage: Usage
 
 
-Event = TextDelta | ToolCallStart | ToolCallDelta | ToolCallEnd | KeepAlive | Finished
+Event = (
+    TextDelta
+    | ThinkingDelta
+    | ToolCallStart
+    | ToolCallDelta
+    | ToolCallEnd
+    | KeepAlive
+    | Finished
+)

@@ -90,7 +90,14 @@ def run_generation(
         constraint=constraint if constraint.needed else None,
     )
     pulled = pull_steps(thread, steps, cancellation, tally, settings, client_gone)
-    split = split_tool_calls(pulled, enabled=constraint.policy.active)
+    splitter = ToolCallSplitter(
+        constraint.policy.active,
+        loaded.family,
+        constraint.policy.tools,
+        reasoning=loaded.family.reasoning is not None,
+        in_reasoning=prompt.in_reasoning,
+    )
+    split = split_tool_calls(pulled, splitter)
     items = filter_stop_sequences(split, sampling.stop_sequences)
     try:
         ended = yield from until_ended(items)
@@ -146,13 +153,12 @@ def pull_steps(
 
 
 def split_tool_calls(
-    steps: Iterable[Step | KeepAlive], *, enabled: bool
+    steps: Iterable[Step | KeepAlive], calls: ToolCallSplitter
 ) -> Iterator[Item]:
-    """Step text as text deltas and tool-call events; Ended after the last.
+    """Step text as text, thinking and tool-call events; Ended after the last.
 
     A generation that made tool calls and ended its turn ends with `tool_use`.
     """
-    calls = ToolCallSplitter(enabled=enabled)
     for step in steps:
         if isinstance(step, KeepAlive):
             yield step

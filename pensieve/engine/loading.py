@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cpu
+from .families import GENERIC, Family, detect_family
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,13 @@ class LoadedModel:
     backend: str  # "cpu", "cuda" or "metal"
     load_seconds: float
     profile: tuple[str, ...] = ()  # what the CPU profile changed
+    family: Family = GENERIC  # how its template writes tool calls and reasoning
     extras: dict[str, Any] = field(default_factory=dict)  # built lazily, per model
 
 
-def load_model(path: Path, cpu_profile: CPUProfile) -> LoadedModel:
+def load_model(
+    path: Path, cpu_profile: CPUProfile, chat_template: str | None = None
+) -> LoadedModel:
     """Load an mlx-lm model directory. Runs on the inference thread.
 
     With the CPU profile enabled, OpenBLAS is routed in before mlx is imported
@@ -59,6 +63,8 @@ def load_model(path: Path, cpu_profile: CPUProfile) -> LoadedModel:
     from mlx_lm import load
 
     model, tokenizer, config = load(str(path), return_config=True)
+    if chat_template is not None:  # PENSIEVE_CHAT_TEMPLATE: the user's own
+        tokenizer._tokenizer.chat_template = chat_template
     backend = _backend(mx)
     if backend != "cpu":
         profile = []  # the BLAS routed in is never called
@@ -82,6 +88,7 @@ def load_model(path: Path, cpu_profile: CPUProfile) -> LoadedModel:
         backend=backend,
         load_seconds=time.monotonic() - started,
         profile=tuple(profile),
+        family=detect_family(tokenizer.chat_template),
     )
 
 

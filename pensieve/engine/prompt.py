@@ -1,20 +1,28 @@
 """Render a conversation to token ids through the model's own chat template.
 
-Templates that know about tools get them the Hugging Face way
-(`apply_chat_template(..., tools=...)`, `tool_calls`, `tool` turns). Templates
-that do not get the generic format below: the tool list in the system prompt,
-calls as `<tool_call>` JSON in assistant turns, results as `<tool_response>`
-in user turns.
+Templates that know about tools get the conversation the Hugging Face way
+they were written for (`apply_chat_template(..., tools=...)`, assistant
+`tool_calls` with dict arguments, or JSON text where the family wants it,
+`tool` turns with the call's id and the tool's name, `""` for empty content,
+earlier reasoning as `reasoning_content`), and no text of Pensieve's own.
+Templates that do not get the generic format below: the tool list in the
+system prompt, calls as `<tool_call>` JSON in assistant turns, results as
+`<tool_response>` in user turns.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import string
+from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import TemplateError
 
-from .request import ChatMessage
+from .families import GENERIC, Family, detect_family
+from .request import ChatMessage, Thinking
 from .tools import ToolSpec
 
 GENERIC_TOOLS_PROMPT = """# Tools
@@ -45,31 +53,75 @@ def tool_json(tool: ToolSpec) -> dict[str, Any]:
     }
 
 
+class TemplateRenderError(ValueError):
+    """The chat template raised while rendering a request's conversation."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered prompt: its text and its tokens."""
+
+    text: str
+    token_ids: list[int]
+
+
+def thinking_switch(thinking: Thinking | None) -> dict[str, Any]:
+    """Template variables that turn reasoning on or off (none: the default)."""
+    if thinking is None:
+        return {}
+    on = thinking.type != "disabled"
+    return {"enable_thinking": on, "thinking": on}
+
+
 def template_supports_tools(tokenizer: Any) -> bool:
-    template = getattr(tokenizer, "chat_template", None)
-    return isinstance(template, str) and "tools" in template
+    return detect_family(getattr(tokenizer, "chat_template", None)).native_tools
 
 
 def render_prompt(
     tokenizer: Any, messages: list[ChatMessage], tools: list[ToolSpec]
 ) -> list[int]:
-    """Token ids for `messages` (and `tools`); a final assistant turn is continued."""
-    if template_supports_tools(tokenizer):
-        turns = [hf_turn(m) for m in messages]
+    """Token ids for `messages` (and `tools`), as `render_conversation` makes them."""
+    family = detect_family(getattr(tokenizer, "chat_template", None))
+    return render_conversation(tokenizer, messages, tools, family=family).token_ids
+
+
+def render_conversation(
+    tokenizer: Any,
+    messages: list[ChatMessage],
+    tools: list[ToolSpec],
+    *,
+    family: Family = GENERIC,
+    thinking: Thinking | None = None,
+) -> Rendered:
+    """`messages` (and `tools`) as the template renders them; a final
+    assistant turn is continued. TemplateRenderError if the template raises."""
+    if family.native_tools:
+        turns = hf_turns(messages, family)
         tool_list = [tool_json(t) for t in tools] or None
     else:
         turns = generic_turns(messages, tools)
         tool_list = None
+    switch = thinking_switch(thinking)
     try:
-        text = apply_template(tokenizer, turns, tool_list)
+        text = apply_template(tokenizer, turns, tool_list, switch)
     except TemplateError:
         # Some templates reject system turns after the first: fold them into user text.
-        text = apply_template(tokenizer, fold_late_system_turns(turns), tool_list)
-    return tokenizer.encode(text, add_special_tokens=False)
+        try:
+            text = apply_template(
+                tokenizer, fold_late_system_turns(turns), tool_list, switch
+            )
+        except TemplateError as error:
+            raise TemplateRenderError(
+                f"the model's chat template cannot render this conversation: {error}"
+            ) from None
+    return Rendered(text, tokenizer.encode(text, add_special_tokens=False))
 
 
 def apply_template(
-    tokenizer: Any, turns: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    tokenizer: Any,
+    turns: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    switch: dict[str, Any],
 ) -> str:
     prefill = bool(turns) and turns[-1]["role"] == "assistant"
     return tokenizer.apply_chat_template(
@@ -78,22 +130,55 @@ def apply_template(
         tokenize=False,
         add_generation_prompt=not prefill,
         continue_final_message=prefill,
+        **switch,
     )
 
 
-def hf_turn(message: ChatMessage) -> dict[str, Any]:
+def call_id(raw: str, family: Family) -> str:
+    """An id in the form the template demands (Mistral: 9 letters or digits),
+    the same for the same id in every turn."""
+    size = family.call_id_length
+    if size is None or re.fullmatch(f"[a-zA-Z0-9]{{{size}}}", raw):
+        return raw
+    digest = int.from_bytes(hashlib.sha256(raw.encode()).digest()[:8], "big")
+    alphabet = string.ascii_letters + string.digits
+    chars = []
+    for _ in range(size):
+        digest, index = divmod(digest, len(alphabet))
+        chars.append(alphabet[index])
+    return "".join(chars)
+
+
+def hf_turns(messages: list[ChatMessage], family: Family) -> list[dict[str, Any]]:
+    """The conversation as Hugging Face turns; tool turns name their tool."""
+    names = {c.id: c.name for m in messages for c in m.tool_calls}
+    return [hf_turn(m, family, names) for m in messages]
+
+
+def hf_turn(
+    message: ChatMessage, family: Family, names: dict[str, str]
+) -> dict[str, Any]:
     turn: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.reasoning:
+        turn["reasoning_content"] = turn["thinking"] = message.reasoning
     if message.tool_calls:
         turn["tool_calls"] = [
             {
-                "id": call.id,
+                "id": call_id(call.id, family),
                 "type": "function",
-                "function": {"name": call.name, "arguments": call.input},
+                "function": {
+                    "name": call.name,
+                    "arguments": json.dumps(call.input)
+                    if family.string_arguments
+                    else call.input,
+                },
             }
             for call in message.tool_calls
         ]
     if message.role == "tool":
-        turn["tool_call_id"] = message.tool_call_id
+        raw = message.tool_call_id or ""
+        turn["tool_call_id"] = call_id(raw, family)
+        turn["name"] = names.get(raw, "")
         if message.is_error:
             turn["content"] = f"Error: {message.content}"
     return turn

@@ -34,6 +34,7 @@ class ChatMessage:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     is_error: bool = False
+    reasoning: str = ""  # an assistant turn's earlier thinking
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,20 @@ class GenerationRequest:
         return self.tool_policy.tools
 
     @property
-    def constraint(self) -> Constraint:
-        return Constraint(self.tool_policy, self.response_schema)
+    def reasoning(self) -> bool:
+        """Whether the model may reason (thinking not switched off)."""
+        return self.thinking is None or self.thinking.type != "disabled"
+
+    def constraint(self, *, in_reasoning: bool = False) -> Constraint:
+        """What decoding must enforce; `in_reasoning`: the prompt opened it."""
+        enabled = self.thinking is not None and self.thinking.type == "enabled"
+        return Constraint(
+            self.tool_policy,
+            self.response_schema,
+            reasoning=self.reasoning,
+            in_reasoning=in_reasoning,
+            budget=self.thinking.budget_tokens if enabled and self.thinking else None,
+        )
 
 
 def effective_sampling(

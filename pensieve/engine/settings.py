@@ -18,6 +18,7 @@ class EngineSettings:
 
     model: str  # a repo id, a directory, a .gguf file or "bundled"
     cache_dir: Path
+    chat_template: Path | None = None  # a template file replacing the model's
     fallback: bool = False  # serve the bundled model if `model` is unreachable
     offline_timeout: float = 3.0
     keepalive_seconds: float = 5.0

@@ -1,11 +1,6 @@
-"""Tool calls: grammars that force valid calls, and parsers that read them back.
-
-Pensieve's tool-call syntax is the Hermes/Qwen one, which its generic tool
-prompt also teaches: `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`.
-Calls in that syntax are constrained by a grammar (llguidance) so their
-arguments always match the tool's `input_schema`. Mistral's `[TOOL_CALLS]` and
-Llama 3's bare JSON calls are parsed from the finished text.
-"""
+"""Tools: what the model may call (ToolSpec, ToolPolicy), what constrained
+decoding enforces (Constraint), and a reader of Hermes-style calls in
+finished text (for evaluations)."""
 
 from __future__ import annotations
 
@@ -17,12 +12,6 @@ from typing import Any, Literal
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"
-# Compact, predictable JSON: a small model has fewer ways to go wrong.
-JSON_OPTIONS = {
-    "whitespace_flexible": False,
-    "item_separator": ", ",
-    "key_separator": ": ",
-}
 
 
 class GrammarError(ValueError):
@@ -71,84 +60,32 @@ class ParsedCall:
 
 @dataclass(frozen=True)
 class Constraint:
-    """What constrained decoding must enforce (built on the inference thread)."""
+    """What constrained decoding must enforce (built on the inference thread).
+
+    `reasoning`: the model may reason first (thinking not switched off);
+    `in_reasoning`: the prompt already opened the reasoning block;
+    `budget`: most reasoning tokens before its close is forced.
+    """
 
     policy: ToolPolicy
     response_schema: dict[str, Any] | None = None
+    reasoning: bool = False
+    in_reasoning: bool = False
+    budget: int | None = None
 
     @property
     def needed(self) -> bool:
-        return self.policy.active or self.response_schema is not None
+        tools = self.policy.active or self.response_schema is not None
+        return tools or (self.budget is not None and self.reasoning)
 
     def build(self, loaded: Any) -> Any:
-        from .constrain import GrammarConstraint
+        from .reasoning import ReasoningGate
 
-        return GrammarConstraint(
-            loaded, policy=self.policy, response_schema=self.response_schema
-        )
+        return ReasoningGate(loaded, loaded.family, self)
 
 
 def new_tool_use_id() -> str:
     return f"toolu_{uuid.uuid4().hex[:24]}"
-
-
-def _quoted(text: str) -> str:
-    """A Lark string literal for `text`."""
-    return json.dumps(text)
-
-
-def _schema(schema: dict[str, Any]) -> str:
-    options = {**JSON_OPTIONS, "lenient": True}
-    return json.dumps({**closed(schema), "x-guidance": options})
-
-
-def closed(schema: Any) -> Any:
-    """`schema` with objects closed to keys they do not list, where it is silent.
-
-    Every output of the closed schema is valid for the original one, and a
-    small model can no longer wander off adding keys until max_tokens.
-    """
-    if isinstance(schema, list):
-        return [closed(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    result = {key: closed(value) for key, value in schema.items()}
-    if "properties" in schema and "additionalProperties" not in schema:
-        result["additionalProperties"] = False
-    return result
-
-
-def call_rules(tools: tuple[ToolSpec, ...]) -> str:
-    """Lark rules for one call body: `{"name": "<tool>", "arguments": <input>}`."""
-    rules = ["call: " + " | ".join(f"call_{i}" for i in range(len(tools)))]
-    for index, tool in enumerate(tools):
-        head = '{"name": ' + json.dumps(tool.name) + ', "arguments": '
-        rules.append(f"call_{index}: {_quoted(head)} args_{index} {_quoted('}')}")
-        rules.append(f"args_{index}: %json {_schema(tool.input_schema)}")
-    return "\n".join(rules)
-
-
-def calls_grammar(policy: ToolPolicy, *, opened: str = "") -> str:
-    """Grammar for tool calls; `opened` is what the model already wrote of them.
-
-    From the first token (forced choice) `opened` is empty; under `auto` the
-    grammar takes over once the model has written the opening tag.
-    """
-    first = OPEN + "\n"
-    if not first.startswith(opened):
-        raise ValueError(f"unexpected tool-call opening {opened!r}")
-    rest = first[len(opened) :]
-    head = f"{_quoted(rest)} " if rest else ""
-    more = f" ({_quoted(chr(10) + first)} call {_quoted(chr(10) + CLOSE)})*"
-    start = f"start: {head}call {_quoted(chr(10) + CLOSE)}"
-    if policy.parallel:
-        start += more
-    return start + "\n" + call_rules(policy.allowed)
-
-
-def json_grammar(schema: dict[str, Any]) -> str:
-    """Grammar for a structured answer: JSON matching `schema`."""
-    return f"start: answer\nanswer: %json {_schema(schema)}"
 
 
 # --- reading calls back from finished text ---------------------------------

@@ -1,35 +1,99 @@
-"""Split streamed model text into text deltas and tool-call events.
+"""Split streamed model text into reasoning, text and tool calls, by family.
 
-Text that might be the start of `<tool_call>` is held back until it is known
-not to be. Inside a call, the arguments are streamed as they are generated:
-the pieces concatenate to exactly the arguments' JSON text.
+Reasoning (the family's markers, at the start of the output, or from the
+first token when the prompt already opened it) becomes ThinkingDelta events.
+Text that might be the start of a call is held back until it is known not to
+be. A call with JSON arguments streams them as they are generated (the pieces
+concatenate to exactly the arguments' JSON); a call written parameter by
+parameter is parsed when it closes and sent as one piece.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
-from .events import Event, TextDelta, ToolCallDelta, ToolCallEnd, ToolCallStart
-from .tools import CLOSE, OPEN, new_tool_use_id
+from .events import (
+    Event,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+)
+from .families import GENERIC, CallSyntax, Family
+from .tools import ToolSpec, new_tool_use_id
 
-HEAD = re.compile(r'\s*\{"name": "((?:[^"\\]|\\.)*)", "arguments": ')
-TAIL = "}\n" + CLOSE  # what follows the arguments of a constrained call
+
+def partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest end of `text` that could start `marker`."""
+    for size in range(min(len(marker) - 1, len(text)), 0, -1):
+        if text.endswith(marker[:size]):
+            return size
+    return 0
+
+
+def head_pattern(syntax: CallSyntax) -> re.Pattern[str]:
+    """A regex for a call's head, capturing the tool's name and the call id."""
+    pattern = re.escape(syntax.head_text)
+    pattern = pattern.replace(r"\{name\}", r"(?P<name>[\w.\-]+?)")
+    pattern = pattern.replace(r"\{id\}", r"(?P<id>[^\s<>\[\]]+?)")
+    return re.compile(r"\s*" + pattern)
+
+
+class JSONEnd:
+    """Finds where a streamed JSON value ends (depth back to zero)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False
+        self.started = False
+
+    def feed(self, text: str) -> int | None:
+        """The index in `text` just past the value's end, or None."""
+        for index, char in enumerate(text):
+            if self.escaped:
+                self.escaped = False
+            elif self.in_string:
+                self.escaped = char == "\\"
+                self.in_string = char != '"'
+            elif char == '"':
+                self.in_string = True
+            elif char in "{[":
+                self.depth, self.started = self.depth + 1, True
+            elif char in "}]":
+                self.depth -= 1
+                if self.started and self.depth == 0:
+                    return index + 1
+        return None
 
 
 class ToolCallSplitter:
-    """Feed text in; get text deltas and ToolCallStart / Delta / End events out."""
+    """Feed text in; get text, thinking and tool-call events out."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(
+        self,
+        enabled: bool,
+        family: Family = GENERIC,
+        tools: tuple[ToolSpec, ...] = (),
+        *,
+        reasoning: bool = False,
+        in_reasoning: bool = False,
+    ) -> None:
         self.enabled = enabled
+        self.family = family
+        self.syntax = family.calls
+        self.schemas = {tool.name: tool.input_schema for tool in tools}
         self.calls = 0
-        self._state = "text"  # "text", "head" or "arguments"
+        self._head = head_pattern(self.syntax)
+        self._reasoning = family.reasoning if reasoning or in_reasoning else None
+        self._state = "reasoning" if in_reasoning else "start"
         self._buffer = ""
-        self._arguments = ""
+        self._call: dict[str, Any] = {}
 
     def feed(self, text: str) -> list[Event]:
-        if not self.enabled:
-            return [TextDelta(text)] if text else []
         self._buffer += text
         events: list[Event] = []
         while True:
@@ -40,47 +104,135 @@ class ToolCallSplitter:
 
     def finish(self) -> list[Event]:
         """Flush at the end: held-back text, or an unfinished call's last piece."""
-        if not self.enabled:
-            return []
         rest, self._buffer = self._buffer, ""
-        if self._state == "arguments":  # cut short (max_tokens): close what we have
-            self._arguments += rest
+        if self._state == "reasoning":
+            return [ThinkingDelta(rest)] if rest else []
+        if self._state == "arguments":  # cut short (max_tokens)
+            return [*self._delta(rest), ToolCallEnd(None)]
+        if self._state == "params":
+            return [ToolCallEnd(None)]
+        if self._state in ("head", "tail"):  # the calls' own markers, cut short
+            return []
+        return self._as_text(rest)
+
+    # --- reasoning ----------------------------------------------------------
+
+    def _in_start(self) -> list[Event]:
+        """At the start of the output: does it open its reasoning?"""
+        marker = self._reasoning.open if self._reasoning else ""
+        stripped = self._buffer.lstrip()
+        if marker and marker.startswith(stripped):
+            return []  # may still become the opening: wait
+        if marker and stripped.startswith(marker):
+            self._buffer = stripped[len(marker) :]
+            self._state = "reasoning"
+        else:
             self._state = "text"
-            return [ToolCallDelta(rest), ToolCallEnd(self._input())]
-        return self._as_text(rest) if self._state == "text" else []
+        return []
+
+    def _in_reasoning(self) -> list[Event]:
+        assert self._reasoning is not None
+        close = self._reasoning.close
+        at = self._buffer.find(close)
+        if at >= 0:
+            thought, self._buffer = self._buffer[:at], self._buffer[at + len(close) :]
+            self._state = "after"
+            return [ThinkingDelta(thought)] if thought else []
+        cut = len(self._buffer) - partial_suffix(self._buffer, close)
+        thought, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        return [ThinkingDelta(thought)] if thought else []
+
+    def _in_after(self) -> list[Event]:
+        """Between the reasoning and the answer: the template's own separator."""
+        after = self._reasoning.after if self._reasoning else ""
+        if after and after.startswith(self._buffer):
+            return []
+        self._buffer = self._buffer.removeprefix(after).lstrip("\n")
+        self._state = "text"
+        return []
+
+    # --- text and calls -----------------------------------------------------
 
     def _in_text(self) -> list[Event]:
-        at = self._buffer.find(OPEN)
+        trigger = self.syntax.trigger
+        if not self.enabled or not trigger:
+            text, self._buffer = self._buffer, ""
+            return self._as_text(text)
+        at = self._buffer.find(trigger)
         if at >= 0:
-            before, self._buffer = self._buffer[:at], self._buffer[at + len(OPEN) :]
+            before, self._buffer = self._buffer[:at], self._buffer[at:]
             self._state = "head"
             return self._as_text(before)
-        keep = partial_suffix(self._buffer, OPEN)
-        cut = len(self._buffer) - keep
+        cut = len(self._buffer) - partial_suffix(self._buffer, trigger)
         safe, self._buffer = self._buffer[:cut], self._buffer[cut:]
         return self._as_text(safe)
 
     def _in_head(self) -> list[Event]:
-        match = HEAD.match(self._buffer)
-        if match is None:
+        opening, closing = self.syntax.section
+        stripped = self._buffer.lstrip()
+        if opening and stripped.startswith(opening):
+            self._buffer = stripped[len(opening) :]
+        elif closing and stripped.startswith(closing):
+            self._buffer = stripped[len(closing) :]
+            self._state = "text"
             return []
+        match = self._head.match(self._buffer)
+        if match is None:
+            if self._may_open(stripped):
+                return []  # wait for the rest of the head
+            text, self._buffer = self._buffer, ""  # not a call after all
+            self._state = "text"
+            return self._as_text(text)
         self._buffer = self._buffer[match.end() :]
-        self._state, self._arguments = "arguments", ""
+        return self._start_call(match.groupdict())
+
+    def _may_open(self, text: str) -> bool:
+        """Whether `text` is, or may still become, the opening of a call."""
+        fixed = self.syntax.head_text.split("{", 1)[0] or self.syntax.trigger
+        marks = [fixed, *(m for m in self.syntax.section if m)]
+        return any(m.startswith(text) or text.startswith(m) for m in marks)
+
+    def _start_call(self, found: dict[str, str | None]) -> list[Event]:
+        name, call_id = found.get("name"), found.get("id")
+        if self.syntax.call_id == "kimi" and call_id:  # functions.NAME:N
+            name = call_id.removeprefix("functions.").rsplit(":", 1)[0]
         self.calls += 1
-        return [ToolCallStart(new_tool_use_id(), json.loads(f'"{match.group(1)}"'))]
+        json_args = self.syntax.arguments.style == "json"
+        self._state = "arguments" if json_args else "params"
+        self._call = {"name": name or "", "arguments": "", "end": JSONEnd()}
+        return [ToolCallStart(call_id or new_tool_use_id(), name or "")]
 
     def _in_arguments(self) -> list[Event]:
-        """Stream the arguments, holding back what may be the call's closing tail."""
-        end = self._buffer.find(TAIL)
-        if end >= 0:
-            piece, self._buffer = self._buffer[:end], self._buffer[end + len(TAIL) :]
-            self._arguments += piece
-            self._state = "text"
-            return [*self._delta(piece), ToolCallEnd(self._input())]
-        cut = len(self._buffer) - partial_suffix(self._buffer, TAIL)
-        piece, self._buffer = self._buffer[:cut], self._buffer[cut:]
-        self._arguments += piece
-        return self._delta(piece)
+        """Stream JSON arguments until the value closes; then the call's tail."""
+        end = self._call["end"].feed(self._buffer)
+        if end is None:
+            piece, self._buffer = self._buffer, ""
+            self._call["arguments"] += piece
+            return self._delta(piece)
+        piece, self._buffer = self._buffer[:end], self._buffer[end:]
+        self._call["arguments"] += piece
+        self._state = "tail"
+        return [*self._delta(piece), ToolCallEnd(self._input())]
+
+    def _in_tail(self) -> list[Event]:
+        tail = self.syntax.tail
+        if tail and not self._buffer.startswith(tail) and tail.startswith(self._buffer):
+            return []  # the tail, still arriving
+        self._buffer = self._buffer.removeprefix(tail)
+        self._state = "head"
+        return []
+
+    def _in_params(self) -> list[Event]:
+        tail = self.syntax.tail
+        at = self._buffer.find(tail)
+        if at < 0:
+            return []
+        body, self._buffer = self._buffer[:at], self._buffer[at + len(tail) :]
+        arguments = parse_params(
+            self.syntax, body, self.schemas.get(self._call["name"])
+        )
+        self._state = "head"
+        return [ToolCallDelta(json.dumps(arguments)), ToolCallEnd(arguments)]
 
     @staticmethod
     def _delta(piece: str) -> list[Event]:
@@ -91,17 +243,54 @@ class ToolCallSplitter:
             return []  # nothing, or the line breaks between calls
         return [TextDelta(text)]
 
-    def _input(self) -> dict:
+    def _input(self) -> dict[str, Any] | None:
         try:
-            value = json.loads(self._arguments)
+            value = json.loads(self._call["arguments"])
         except json.JSONDecodeError:
-            return {}
-        return value if isinstance(value, dict) else {}
+            return None
+        return value if isinstance(value, dict) else None
 
 
-def partial_suffix(text: str, marker: str) -> int:
-    """Length of the longest end of `text` that could start `marker`."""
-    for size in range(min(len(marker) - 1, len(text)), 0, -1):
-        if text.endswith(marker[:size]):
-            return size
-    return 0
+def parse_params(
+    syntax: CallSyntax, body: str, schema: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Arguments written one by one (`key_open` KEY `key_close` VALUE ...).
+
+    String values are taken raw; the others are JSON, as the grammar wrote them.
+    """
+    form = syntax.arguments
+    properties = (schema or {}).get("properties") or {}
+    text = body.strip().removeprefix(form.open).removesuffix(form.close)
+    arguments: dict[str, Any] = {}
+    decoder = json.JSONDecoder()
+    at = 0
+    while True:
+        start = text.find(form.key_open, at) if form.key_open else at
+        key_end = text.find(form.key_close, start) if start >= 0 else -1
+        if start < 0 or key_end < 0:
+            return arguments
+        key = text[start + len(form.key_open) : key_end].strip()
+        at = key_end + len(form.key_close)
+        if (properties.get(key) or {}).get("type") == "string" or form.quote:
+            if form.quote and text.startswith(form.quote, at):
+                end = text.find(form.quote, at + len(form.quote))
+                arguments[key] = text[at + len(form.quote) : end]
+                at = end + len(form.quote) + len(form.separator)
+                continue
+            if form.quote:  # a JSON value between separators
+                value, at = decoder.raw_decode(text, at)
+                arguments[key], at = value, at + len(form.separator)
+                continue
+        end = text.find(form.value_close, at) if form.value_close else len(text)
+        raw = text[at : end if end >= 0 else len(text)]
+        at = (end if end >= 0 else len(text)) + len(form.value_close)
+        arguments[key] = (
+            raw if properties.get(key, {}).get("type") == "string" else _json(raw)
+        )
+
+
+def _json(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw

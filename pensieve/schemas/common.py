@@ -14,7 +14,7 @@ from flask import request
 from marshmallow import ValidationError, fields
 
 from ..engine import ToolPolicy, ToolSpec
-from ..engine.tools import json_grammar
+from ..engine.grammars import json_grammar
 from ..errors import InvalidRequest
 
 

@@ -195,7 +195,7 @@ class MessagesRequestSchema(Schema):
                 data["tools"], data.get("tool_choice", {"type": "auto"})
             ),
             sampling=SamplingParams(
-                max_tokens=data["max_tokens"],
+                max_tokens=data.get("max_tokens"),
                 temperature=data.get("temperature", 1.0),
                 top_p=data.get("top_p"),
                 top_k=data.get("top_k"),
@@ -229,6 +229,7 @@ def to_chat_messages(role: str, blocks: list[Block]) -> list[ChatMessage]:
     """One Anthropic turn as chat turns: tool results become `tool` turns."""
     turns: list[ChatMessage] = []
     text: list[str] = []
+    thoughts: list[str] = []
     calls: list[ToolCall] = []
     for block in blocks:
         if isinstance(block, TextBlock):
@@ -244,10 +245,17 @@ def to_chat_messages(role: str, blocks: list[Block]) -> list[ChatMessage]:
                     is_error=block.is_error,
                 )
             )
-        elif isinstance(block, ThinkingBlock):
-            continue  # earlier reasoning is not fed back as visible text
-    if text or calls or not turns:
-        turns.append(ChatMessage(role, "\n".join(text), tool_calls=tuple(calls)))  # type: ignore[arg-type]
+        elif isinstance(block, ThinkingBlock) and block.thinking:
+            thoughts.append(block.thinking)  # the template's reasoning, not text
+    if text or calls or thoughts or not turns:
+        turns.append(
+            ChatMessage(
+                role,  # type: ignore[arg-type]
+                "\n".join(text),
+                tool_calls=tuple(calls),
+                reasoning="\n".join(thoughts),
+            )
+        )
     return turns
 
 
@@ -266,7 +274,17 @@ def merge_turns(messages: list[ChatMessage]) -> list[ChatMessage]:
                 message.role,
                 "\n\n".join(p for p in (last.content, message.content) if p),
                 tool_calls=message.tool_calls,
+                reasoning="\n".join(
+                    r for r in (last.reasoning, message.reasoning) if r
+                ),
             )
         else:
             merged.append(message)
     return merged
+
+
+class CountTokensRequestSchema(MessagesRequestSchema):
+    """`POST /v1/messages/count_tokens`: a Messages request without max_tokens
+    (so no budget check against it)."""
+
+    max_tokens = StrictInteger(validate=validate.Range(min=1))
