@@ -19,8 +19,10 @@ One run measures, on this machine and in this order (nothing overlaps):
    first `content_block_delta` to `message_stop`), with output_tokens from the
    final `message_delta` usage. The server/raw ratio is printed.
 
-The script ends with a table and one `JSON:` line holding every figure. The
-server it starts is stopped in a `finally`; it only talks to 127.0.0.1.
+The script ends with a table and one `JSON:` line holding every figure; it
+states no goal, so it exits 0 whenever it runs to the end. The raw run is
+children/raw_decode.py. The server it starts is stopped in a `finally`; it
+only talks to 127.0.0.1.
 
 Run it from the repository root with the project's virtualenv active:
 
@@ -34,76 +36,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _server import (
-    Readiness,
+from _files import child_command, run_child
+from _report import (
     banner,
     fmt,
     load_warning,
     loadavg,
     machine_info,
-    running_pensieve,
-    timed_message,
+    print_table,
+    rounded,
 )
+from _server import Readiness, running_pensieve
+from _stream import timed_message
 from pensieve.models.resolve import resolve_model
 
 API_KEY = "pensieve-benchmark-key"
 DEFAULT_PROMPT = "Count from 1 to 300, separated by commas."
 READY_TIMEOUT = 300.0
 REQUEST_TIMEOUT = 600.0
-
-# Runs in a fresh interpreter: argv = [model_dir, prompt, max_tokens].
-# Renders the prompt as pensieve.engine.prompt.render_prompt does.
-RAW_SCRIPT = r"""
-import json, sys, time
-started = time.time()
-t0 = time.perf_counter()
-import mlx.core as mx
-from mlx_lm import load, stream_generate
-from mlx_lm.sample_utils import make_sampler
-import_s = time.perf_counter() - t0
-
-model_dir, prompt, max_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
-t0 = time.perf_counter()
-model, tokenizer = load(model_dir)
-load_s = time.perf_counter() - t0
-
-text = tokenizer.apply_chat_template(
-    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-)
-ids = tokenizer.encode(text, add_special_tokens=False)
-pieces, stamps, last = [], [], None
-t0 = time.perf_counter()
-for response in stream_generate(
-    model, tokenizer, ids, max_tokens=max_tokens, sampler=make_sampler(temp=0.0)
-):
-    stamps.append(time.perf_counter())
-    pieces.append(response.text)
-    last = response
-total_s = time.perf_counter() - t0
-stop = last.finish_reason == "stop"
-print("RESULT " + json.dumps({
-    "started_at": started,
-    "import_s": import_s,
-    "load_s": load_s,
-    "device": str(mx.default_device()),
-    "prompt_tokens": last.prompt_tokens,
-    "prompt_tps": last.prompt_tps,
-    # generation_tokens counts the end-of-turn token when there is one.
-    "output_tokens": last.generation_tokens - (1 if stop else 0),
-    "finish_reason": last.finish_reason,
-    "generation_tps": last.generation_tps,
-    "first_to_last_s": stamps[-1] - stamps[0],
-    "total_s": total_s,
-    "text": "".join(pieces),
-}))
-"""
 
 
 def bench_import(cache_dir: Path) -> dict[str, Any]:
@@ -125,19 +81,13 @@ def bench_import(cache_dir: Path) -> dict[str, Any]:
 
 def bench_raw(model_dir: Path, prompt: str, max_tokens: int) -> dict[str, Any]:
     """Steps 2 and 3: load and decode with plain mlx-lm in a fresh interpreter."""
+    command = child_command(
+        sys.executable, "raw_decode", str(model_dir), prompt, str(max_tokens)
+    )
     before = time.time()
     t0 = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", RAW_SCRIPT, str(model_dir), prompt, str(max_tokens)],
-        capture_output=True,
-        text=True,
-        timeout=REQUEST_TIMEOUT,
-    )
+    result = run_child(command, "raw mlx-lm run", REQUEST_TIMEOUT)
     wall_s = time.perf_counter() - t0
-    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"raw mlx-lm run failed:\n{done.stdout}\n{done.stderr}")
-    result = json.loads(lines[-1].removeprefix("RESULT "))
     result["python_startup_s"] = result.pop("started_at") - before
     result["subprocess_wall_s"] = wall_s
     tokens = result["output_tokens"]
@@ -178,16 +128,8 @@ def bench_server(
         return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT)
-    args = parser.parse_args()
-
-    info = machine_info()
-    print(banner("Pensieve skeleton benchmark", info))
-    print(f"prompt: {args.prompt!r}, max_tokens={args.max_tokens}, greedy\n")
-
+def measure(prompt: str, max_tokens: int) -> dict[str, dict[str, Any]]:
+    """Steps 1-5 in a fresh temporary cache folder, with progress lines."""
     with tempfile.TemporaryDirectory(prefix="pensieve-bench-") as tmp:
         cache_dir = Path(tmp) / "cache"
         print("[1/4] importing the bundled GGUF ...", flush=True)
@@ -197,29 +139,38 @@ def main() -> int:
             f"cached {imported['import_cached_s'] * 1000:.2f} ms"
         )
         print("[2/4] raw mlx-lm load + decode in a subprocess ...", flush=True)
-        raw = bench_raw(Path(imported["model_dir"]), args.prompt, args.max_tokens)
+        raw = bench_raw(Path(imported["model_dir"]), prompt, max_tokens)
         print(
             f"      load {raw['load_s']:.2f} s, {raw['output_tokens']} tokens "
             f"({raw['finish_reason']}) at {raw['generation_tps']:.2f} tok/s"
         )
         print("[3/4] gunicorn start -> /health ready ...", flush=True)
         print("[4/4] streamed /v1/messages through the server ...", flush=True)
-        server = bench_server(
-            cache_dir, Path(tmp) / "gunicorn.log", args.prompt, args.max_tokens
-        )
+        server = bench_server(cache_dir, Path(tmp) / "gunicorn.log", prompt, max_tokens)
         print(
             f"      ready in {server['start_to_ready_s']:.2f} s, "
             f"{server['output_tokens']} tokens ({server['stop_reason']}) "
             f"at {server['decode_tps']:.2f} tok/s"
         )
-    info["loadavg_end"] = loadavg()
+    return {"imported": imported, "raw": raw, "server": server}
 
+
+def ratios(raw: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
+    """Server decode over raw decode (mlx-lm's figure and the server's method)."""
     ratio = ratio_matched = None
     if server["decode_tps"] and raw["generation_tps"]:
         ratio = server["decode_tps"] / raw["generation_tps"]
     if server["decode_tps"] and raw["decode_tps_matched"]:
         ratio_matched = server["decode_tps"] / raw["decode_tps_matched"]
-    same_text = server["text"] == raw["text"]
+    return {
+        "ratio_server_over_raw": ratio,
+        "ratio_server_over_raw_matched": ratio_matched,
+        "same_text": server["text"] == raw["text"],
+    }
+
+
+def warnings(info: dict[str, Any], raw: dict[str, Any], server: dict[str, Any]) -> None:
+    """Print what makes this run's figures less trustworthy."""
     warning = load_warning(info)
     if warning:
         print(f"\n{warning}")
@@ -229,7 +180,13 @@ def main() -> int:
             f"raw {raw['output_tokens']}); the decode rates are less comparable."
         )
 
-    rows = [
+
+def table_rows(
+    info: dict[str, Any], parts: dict[str, dict[str, Any]], ratio: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """The table: import, start-up, load, raw and server decode, ratios, load."""
+    imported, raw, server = parts["imported"], parts["raw"], parts["server"]
+    return [
         ("GGUF import, first", fmt(imported["import_first_s"], " s")),
         ("GGUF import, cached", fmt(imported["import_cached_s"] * 1000, " ms")),
         ("python start-up (subprocess)", fmt(raw["python_startup_s"], " s")),
@@ -246,19 +203,24 @@ def main() -> int:
          f"{server['output_tokens']} ({server['stop_reason']})"),
         ("server time to first delta", fmt(server["time_to_first_delta_s"], " s")),
         ("server decode, (n-1)/delta->stop", fmt(server["decode_tps"], " tok/s")),
-        ("ratio server/raw (generation_tps)", fmt(ratio)),
-        ("ratio server/raw (same method)", fmt(ratio_matched)),
-        ("same generated text", str(same_text)),
+        ("ratio server/raw (generation_tps)", fmt(ratio["ratio_server_over_raw"])),
+        ("ratio server/raw (same method)",
+         fmt(ratio["ratio_server_over_raw_matched"])),
+        ("same generated text", str(ratio["same_text"])),
         ("load avg start / end",
          f"{info['loadavg_start']} / {info['loadavg_end']}"),
     ]  # fmt: skip
-    width = max(len(name) for name, _ in rows)
-    print(f"\n{'measure':<{width}}  value")
-    print(f"{'-' * width}  {'-' * 24}")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
 
-    figures = {
+
+def figures(
+    info: dict[str, Any],
+    args: argparse.Namespace,
+    parts: dict[str, dict[str, Any]],
+    ratio: dict[str, Any],
+) -> dict[str, Any]:
+    """Every figure, by name, in the order of the JSON line."""
+    imported, raw, server = parts["imported"], parts["raw"], parts["server"]
+    return {
         "machine": info,
         "prompt": args.prompt,
         "max_tokens": args.max_tokens,
@@ -281,15 +243,27 @@ def main() -> int:
         "server_stop_reason": server["stop_reason"],
         "server_time_to_first_delta_s": server["time_to_first_delta_s"],
         "server_decode_tps": server["decode_tps"],
-        "ratio_server_over_raw": ratio,
-        "ratio_server_over_raw_matched": ratio_matched,
-        "same_text": same_text,
+        **ratio,
     }
-    rounded = {
-        key: round(value, 4) if isinstance(value, float) else value
-        for key, value in figures.items()
-    }
-    print("\nJSON: " + json.dumps(rounded, separators=(",", ":")))
+
+
+def main() -> int:
+    """Measure, print the table and the JSON line; 0 (no goal to miss)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT)
+    args = parser.parse_args()
+
+    info = machine_info()
+    print(banner("Pensieve skeleton benchmark", info))
+    print(f"prompt: {args.prompt!r}, max_tokens={args.max_tokens}, greedy\n")
+    parts = measure(args.prompt, args.max_tokens)
+    info["loadavg_end"] = loadavg()
+    ratio = ratios(parts["raw"], parts["server"])
+    warnings(info, parts["raw"], parts["server"])
+    print_table(table_rows(info, parts, ratio), 24)
+    everything = figures(info, args, parts, ratio)
+    print("\nJSON: " + json.dumps(rounded(everything, 4), separators=(",", ":")))
     return 0
 
 
