@@ -138,6 +138,7 @@ class GrammarConstraint:
         self._constrained: list[int] = []  # tokens generated under the grammar
         self._scanner = JSONScanner()
         self._loop: list[int] = []  # the repeated run, once found
+        self._closing: list[int] = []  # tokens forced to close a looping value
         if policy.forced:
             grammar = calls_grammar(family, policy, self._tokens)
             self._matcher = new_matcher(self._ll, grammar)
@@ -154,8 +155,8 @@ class GrammarConstraint:
         if self._matcher is None:
             return None
         mask = np.zeros(vocab, dtype=bool)
-        forced = self._matcher.compute_ff_tokens()
-        if forced and not self._loop:
+        forced = self._closing or self._matcher.compute_ff_tokens()
+        if forced and (self._closing or not self._loop):
             mask[forced[0]] = forced[0] < vocab
             return mask
         bits = np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8)
@@ -196,12 +197,25 @@ class GrammarConstraint:
         varied[[t for t in self._loop if t < varied.size]] = False
         return varied if varied.any() else mask
 
+    def _close_raw_value(self) -> list[int]:
+        """Tokens that end a looping raw (unquoted) argument value, where the
+        grammar accepts them now: the family's value close, quote or tail."""
+        calls, tokenizer = self._family.calls, self._loaded.tokenizer
+        form = calls.arguments
+        for close in (form.quote, form.value_close, calls.tail):
+            tokens = tokenizer.encode(close, add_special_tokens=False) if close else []
+            if tokens and self._matcher.validate_tokens(tokens) == len(tokens):
+                return tokens
+        return []
+
     def _consume(self, token: int) -> None:
         if self._matcher is not None:
             if not self._matcher.consume_token(token):
                 log.warning("grammar rejected a token: %s", self._matcher.get_error())
                 self._matcher = None
                 return
+            if self._closing and token == self._closing[0]:
+                self._closing.pop(0)
             self._scanner.feed(self._loaded.tokenizer.decode([token]))
             self._constrained.append(token)
             if not self._loop and (loop := ends_in_loop(self._constrained)):
@@ -210,6 +224,7 @@ class GrammarConstraint:
                     len(self._constrained),
                 )
                 self._loop = loop
+                self._closing = self._close_raw_value()
             return
         if not self._watch:
             return

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .constrain import GrammarConstraint
+from .constrain import GrammarConstraint, added_tokens
 from .families import Family, Reasoning
 from .tools import Constraint
 
@@ -32,8 +32,10 @@ class ReasoningGate:
     def __init__(self, loaded: Any, family: Family, constraint: Constraint) -> None:
         self._tokenizer = loaded.tokenizer
         reasoning = family.reasoning
-        self._reasoning: Reasoning | None = reasoning if constraint.reasoning else None
-        if constraint.in_reasoning:
+        self._reasoning: Reasoning | None = None
+        if constraint.in_reasoning or (
+            constraint.reasoning and self._is_marker(loaded, reasoning)
+        ):
             self._reasoning = reasoning
         self._budget = constraint.budget
         self._make_answer: Callable[[], GrammarConstraint] = lambda: GrammarConstraint(
@@ -50,6 +52,15 @@ class ReasoningGate:
         self._forcing: list[int] = []
         self._seen: int | None = None
         self._thought: list[int] = []
+
+    @staticmethod
+    def _is_marker(loaded: Any, reasoning: Reasoning | None) -> bool:
+        """Whether the model has the reasoning's opening marker as a token of
+        its own (else it never reasons: Qwen2.5 shares Qwen3's template family)."""
+        if reasoning is None:
+            return False
+        ids = loaded.tokenizer.encode(reasoning.open, add_special_tokens=False)
+        return bool(ids) and ids[0] in set(added_tokens(loaded).values())
 
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False) if text else []

@@ -87,10 +87,13 @@ class GenerationRequest:
     def constraint(self, *, in_reasoning: bool = False) -> Constraint:
         """What decoding must enforce; `in_reasoning`: the prompt opened it."""
         enabled = self.thinking is not None and self.thinking.type == "enabled"
+        # A forced call reasons first only when asked to (as Anthropic's API,
+        # which refuses thinking with a forced tool_choice, implies).
+        quiet = self.tool_policy.forced and self.thinking is None
         return Constraint(
             self.tool_policy,
             self.response_schema,
-            reasoning=self.reasoning,
+            reasoning=self.reasoning and not quiet,
             in_reasoning=in_reasoning,
             budget=self.thinking.budget_tokens if enabled and self.thinking else None,
         )
