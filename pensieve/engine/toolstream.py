@@ -39,6 +39,8 @@ def head_pattern(syntax: CallSyntax) -> re.Pattern[str]:
     pattern = re.escape(syntax.head_text)
     pattern = pattern.replace(r"\{name\}", r"(?P<name>[\w.\-]+?)")
     pattern = pattern.replace(r"\{id\}", r"(?P<id>[^\s<>\[\]]+?)")
+    if syntax.head_text.endswith("}"):  # ends with a name: wait for what follows
+        pattern += r"(?=[^\w.\-])"
     return re.compile(r"\s*" + pattern)
 
 
@@ -260,7 +262,9 @@ def parse_params(
     """
     form = syntax.arguments
     properties = (schema or {}).get("properties") or {}
-    text = body.strip().removeprefix(form.open).removesuffix(form.close)
+    text = body.lstrip().removeprefix(form.open)
+    if form.close:
+        text = text.rstrip().removesuffix(form.close)
     arguments: dict[str, Any] = {}
     decoder = json.JSONDecoder()
     at = 0
