@@ -85,6 +85,10 @@ RENDERED = {
         '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>,unit:<|"|>celsius<|"|>}'
         "<tool_call|>",
     ),
+    "harmony": (
+        '{{- "<|start|>assistant<|channel|>final<|message|>" }}{# tools #}',
+        f" to=functions.get_weather<|channel|>commentary json<|message|>{ARGS}<|call|>",
+    ),
     "phi4": (
         "<|tool_call|>{{ tool }}",
         f'<|tool_call|>{{"name": "get_weather", "arguments": {ARGS}}}<|/tool_call|>',
@@ -159,6 +163,18 @@ def test_output_that_starts_inside_the_reasoning() -> None:
     events = split(splitter, "plan it</think>\n\nDone.", chunk=2)
     assert [type(e) for e in events if not isinstance(e, TextDelta)][0] is ThinkingDelta
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Done."
+
+
+def test_harmony_channels_become_thinking_and_text() -> None:
+    family = next(f for f in FAMILIES if f.name == "harmony")
+    text = (
+        "<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant"
+        "<|channel|>final<|message|>Paris is sunny."
+    )
+    events = split(ToolCallSplitter(True, family, reasoning=True), text, chunk=5)
+    thought = "".join(e.text for e in events if isinstance(e, ThinkingDelta))
+    answer = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert (thought, answer) == ("Easy.", "Paris is sunny.")
 
 
 def test_without_a_family_reasoning_text_stays_text() -> None:

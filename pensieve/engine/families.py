@@ -76,6 +76,7 @@ class Family:
     native_tools: bool = True  # the template renders tools and calls itself
     string_arguments: bool = False  # the template wants arguments as JSON text
     call_id_length: int | None = None  # the template's required id length
+    answer_open: str = ""  # what the model writes before its answer (hidden)
 
 
 HERMES_CALLS = CallSyntax(
@@ -191,6 +192,19 @@ FAMILIES: tuple[Family, ...] = (
             ),
         ),
         reasoning=Reasoning("<|channel>thought\n", "<channel|>"),
+    ),
+    Family(
+        "harmony",
+        ("<|channel|>",),
+        CallSyntax(
+            trigger=" to=functions.",
+            head=" to=functions.{name}<|channel|>commentary json<|message|>",
+            tail="<|call|>",
+        ),
+        reasoning=Reasoning(
+            "<|channel|>analysis<|message|>", "<|end|>", "<|start|>assistant"
+        ),
+        answer_open="<|channel|>final<|message|>",
     ),
     Family(
         "phi4",

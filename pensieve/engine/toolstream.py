@@ -129,7 +129,7 @@ class ToolCallSplitter:
             self._buffer = stripped[len(marker) :]
             self._state = "reasoning"
         else:
-            self._state = "text"
+            self._state = "answer"
         return []
 
     def _in_reasoning(self) -> list[Event]:
@@ -150,10 +150,19 @@ class ToolCallSplitter:
         if after and after.startswith(self._buffer):
             return []
         self._buffer = self._buffer.removeprefix(after).lstrip("\n")
-        self._state = "text"
+        self._state = "answer"
         return []
 
     # --- text and calls -----------------------------------------------------
+
+    def _in_answer(self) -> list[Event]:
+        """The start of the answer: the family's answer opening is not text."""
+        opening = self.family.answer_open
+        if opening and opening.startswith(self._buffer) and self._buffer != opening:
+            return []
+        self._buffer = self._buffer.removeprefix(opening)
+        self._state = "text"
+        return []
 
     def _in_text(self) -> list[Event]:
         trigger = self.syntax.trigger
@@ -191,7 +200,7 @@ class ToolCallSplitter:
     def _may_open(self, text: str) -> bool:
         """Whether `text` is, or may still become, the opening of a call."""
         fixed = self.syntax.head_text.split("{", 1)[0] or self.syntax.trigger
-        marks = [fixed, *(m for m in self.syntax.section if m)]
+        marks = [m.lstrip() for m in (fixed, *self.syntax.section) if m.strip()]
         return any(m.startswith(text) or text.startswith(m) for m in marks)
 
     def _start_call(self, found: dict[str, str | None]) -> list[Event]:
