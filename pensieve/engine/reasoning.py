@@ -50,6 +50,9 @@ class ReasoningGate:
         self._phase = "reasoning" if constraint.in_reasoning else "start"
         self._answer = self._make_answer() if self._phase == "start" else None
         self._forcing: list[int] = []
+        if self._phase == "start" and self._reasoning and constraint.force_reasoning:
+            self._phase, self._answer = "reasoning", None
+            self._forcing = self.encode(self._reasoning.open)
         self._seen: int | None = None
         self._thought: list[int] = []
 

@@ -90,12 +90,17 @@ class GenerationRequest:
         # A forced call reasons first only when asked to (as Anthropic's API,
         # which refuses thinking with a forced tool_choice, implies).
         quiet = self.tool_policy.forced and self.thinking is None
+        reasoning = self.reasoning and not quiet
+        budget = self.thinking.budget_tokens if enabled and self.thinking else None
+        if not reasoning and in_reasoning:
+            budget = 0  # the prompt opened reasoning nobody asked for: close it
         return Constraint(
             self.tool_policy,
             self.response_schema,
-            reasoning=self.reasoning and not quiet,
+            reasoning=reasoning,
             in_reasoning=in_reasoning,
-            budget=self.thinking.budget_tokens if enabled and self.thinking else None,
+            budget=budget,
+            force_reasoning=enabled,
         )
 
 

@@ -64,7 +64,8 @@ class Constraint:
 
     `reasoning`: the model may reason first (thinking not switched off);
     `in_reasoning`: the prompt already opened the reasoning block;
-    `budget`: most reasoning tokens before its close is forced.
+    `budget`: most reasoning tokens before its close is forced;
+    `force_reasoning`: open the reasoning block if the prompt did not.
     """
 
     policy: ToolPolicy
@@ -72,11 +73,12 @@ class Constraint:
     reasoning: bool = False
     in_reasoning: bool = False
     budget: int | None = None
+    force_reasoning: bool = False  # thinking was asked for: open the block
 
     @property
     def needed(self) -> bool:
         tools = self.policy.active or self.response_schema is not None
-        return tools or (self.budget is not None and self.reasoning)
+        return tools or self.budget is not None or self.force_reasoning
 
     def build(self, loaded: Any) -> Any:
         from .reasoning import ReasoningGate
