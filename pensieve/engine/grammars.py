@@ -85,6 +85,7 @@ class CallGrammar:
 
     def __init__(self, family: Family, policy: ToolPolicy, tokens: Tokens) -> None:
         self.syntax: CallSyntax = family.calls
+        self.id_length = family.call_id_length or 9
         self.policy = policy
         self.tokens = tokens
         self.rules: list[str] = []
@@ -129,7 +130,7 @@ class CallGrammar:
         head = head.replace("{name}", tool.name).replace("{{", "{").replace("}}", "}")
         if self.syntax.call_id == "mistral":
             before, after = head.split("{id}")
-            return before, f"/[a-zA-Z0-9]{{9}}/ {self.lit(after)}"
+            return before, f"/[a-zA-Z0-9]{{{self.id_length}}}/ {self.lit(after)}"
         return head, ""
 
     def arguments(self, index: int, schema: dict[str, Any]) -> str:

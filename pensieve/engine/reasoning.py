@@ -50,9 +50,11 @@ class ReasoningGate:
         self._phase = "reasoning" if constraint.in_reasoning else "start"
         self._answer = self._make_answer() if self._phase == "start" else None
         self._forcing: list[int] = []
-        if self._phase == "start" and self._reasoning and constraint.force_reasoning:
+        # The opening's tokens, once: they are looked at on every early step.
+        self._opener = self.encode(self._reasoning.open) if self._reasoning else []
+        if self._phase == "start" and self._opener and constraint.force_reasoning:
             self._phase, self._answer = "reasoning", None
-            self._forcing = self.encode(self._reasoning.open)
+            self._forcing = list(self._opener)
         self._seen: int | None = None
         self._thought: list[int] = []
 
@@ -96,7 +98,7 @@ class ReasoningGate:
                 self._begin_answer()
             return
         if self._phase == "start":
-            opener = self.encode(self._reasoning.open) if self._reasoning else []
+            opener = self._opener
             if opener and token == opener[0]:
                 self._phase, self._answer = "reasoning", None
                 self._forcing = opener[1:]
@@ -138,8 +140,7 @@ class ReasoningGate:
             return None
         self._answer.consume(tokens)
         mask = self._answer.allowed(vocab)
-        if mask is not None and self._phase == "start" and self._reasoning:
-            opener = self.encode(self._reasoning.open)
-            if opener and opener[0] < vocab:
-                mask[opener[0]] = True  # the model may reason first
+        opener = self._opener
+        if mask is not None and self._phase == "start" and opener and opener[0] < vocab:
+            mask[opener[0]] = True  # the model may reason first
         return mask
