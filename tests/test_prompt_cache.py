@@ -203,3 +203,52 @@ def test_a_copied_entry_counts_as_recently_used() -> None:
     assert cache.take([1, 2, 3, 9]).reused == 3  # uses the older entry
     cache.store([8, 8], kv(2))  # evicts the least recently used: [7, 7]
     assert cache.peek([1, 2, 3, 9]) == 3
+
+
+# --- align: the same text, spelt in the cached tokens -----------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer(bundled_model_dir: Any) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(bundled_model_dir)
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_a_prompt_is_spelt_in_the_tokens_the_model_generated(tokenizer: Any) -> None:
+    """The model wrote "Hello world" as "Hel" + "lo world"; the next prompt
+    tokenises it canonically, yet reuses every cached token."""
+    generated = encode(tokenizer, "Q: hi\nA:") + encode(tokenizer, " Hel")
+    generated += encode(tokenizer, "lo world")
+    text = "Q: hi\nA: Hello world\nQ: and?"
+    canonical = encode(tokenizer, text)
+    cache = filled(generated)
+    assert common_prefix(canonical, generated) < len(generated)  # the premise
+    aligned = cache.align(text, canonical, tokenizer)
+    assert aligned[: len(generated)] == generated
+    assert tokenizer.decode(aligned) == text
+    assert cache.peek(aligned) == len(generated)
+
+
+def test_align_keeps_the_prompt_when_no_entry_spells_its_text(tokenizer: Any) -> None:
+    other = encode(tokenizer, "Something else entirely")
+    text = "Q: hi\nA: Hello"
+    canonical = encode(tokenizer, text)
+    assert filled(other).align(text, canonical, tokenizer) == canonical
+    assert filled().align(text, canonical, tokenizer) == canonical
+
+
+def test_align_takes_the_part_of_an_entry_that_still_spells_the_text(
+    tokenizer: Any,
+) -> None:
+    generated = encode(tokenizer, "Q: hi\nA: Hel") + encode(tokenizer, "lo there")
+    text = "Q: hi\nA: Hello world"  # the entry's last word differs
+    aligned = filled(generated).align(text, encode(tokenizer, text), tokenizer)
+    assert tokenizer.decode(aligned) == text
+    assert common_prefix(aligned, generated) > common_prefix(
+        encode(tokenizer, text), generated
+    )

@@ -11,8 +11,9 @@ greenlets may `peek` at the token lists to estimate usage ahead of time.
 from __future__ import annotations
 
 import copy
+import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,26 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return size
 
 
+def spelt_prefix(
+    tokens: list[int], start: int, text: str, decode: Callable[[list[int]], str]
+) -> tuple[int, str]:
+    """The most of `tokens` (at least `start`) whose text begins `text`, and that
+    text; (0, "") when not even `start` tokens do."""
+    whole = decode(tokens)
+    if text.startswith(whole):
+        return len(tokens), whole
+    low, found = start, (0, "")
+    high = len(tokens) - 1
+    while low <= high:  # a prefix of a prefix is one: search for the longest
+        middle = (low + high) // 2
+        spelt = decode(tokens[:middle])
+        if text.startswith(spelt):
+            found, low = (middle, spelt), middle + 1
+        else:
+            high = middle - 1
+    return found
+
+
 class PromptCache:
     """LRU store of KV caches, bounded by entries and bytes."""
 
@@ -65,6 +86,36 @@ class PromptCache:
         with self._guard:
             entries = list(self._entries)
         return max((self._usable(entry, prompt) for entry in entries), default=0)
+
+    def align(self, text: str, prompt: list[int], tokenizer: Any) -> list[int]:
+        """`prompt` (the tokens of `text`), starting instead with the tokens of
+        the cached entry that spells the longest prefix of `text`.
+
+        Tokenising a whole conversation does not always give the tokens it
+        was generated as: the model's own call, or the generation prompt's
+        `\n\n` before it, may be spelt in other tokens once more text follows.
+        Spelling the same text in the cached tokens lets the cache cover it.
+        """
+        with self._guard:
+            held = [entry.tokens for entry in self._entries]
+        if not held:
+            return prompt
+        best = max(held, key=lambda held: (common_prefix(held, prompt), len(held)))
+        start = common_prefix(best, prompt)
+        if start == len(best):
+            return prompt
+        from .prompt import hf_tokenizer
+
+        decode = functools.partial(
+            hf_tokenizer(tokenizer).decode,
+            skip_special_tokens=False,
+            clean_up_tokenization_spaces=False,
+        )
+        size, spelt = spelt_prefix(best, start, text, decode)
+        if size <= start:
+            return prompt
+        rest = text[len(spelt) :]
+        return best[:size] + tokenizer.encode(rest, add_special_tokens=False)
 
     def take(self, prompt: Sequence[int]) -> CacheHit:
         """The best cache for `prompt`; an exact prefix is handed over, not copied."""

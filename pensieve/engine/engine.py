@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -23,8 +23,13 @@ from .cache import PromptCache
 from .events import Event, KeepAlive, Prompt
 from .generation import ClientGone, GenerationSettings, never, run_generation
 from .loading import LoadedModel, load_model
-from .prompt import render_conversation
-from .request import GenerationRequest, SamplingParams, effective_sampling
+from .prompt import Rendered, render_conversation
+from .request import (
+    GenerationRequest,
+    SamplingParams,
+    Thinking,
+    effective_sampling,
+)
 from .runner import FairLock, InferenceThread
 from .settings import EngineSettings
 from .stats import EngineObserver, GenerationStats
@@ -108,6 +113,39 @@ def read_chat_template(path: Path | None) -> str | None:
             f"chat template {path}, line {error.lineno}: {error.message}"
         ) from None
     return text
+
+
+def render_request(loaded: LoadedModel, request: GenerationRequest) -> Rendered:
+    """The request's conversation as the template renders it. A forced call
+    that will not reason is rendered with reasoning off where the template's
+    default generation prompt would open it (Qwen3.5, MiniMax-M2): the turn
+    then renders back, in the next request, as it was generated."""
+
+    def render(thinking: Thinking | None) -> Rendered:
+        return render_conversation(
+            loaded.tokenizer,
+            list(request.messages),
+            list(request.tools),
+            family=loaded.family,
+            thinking=thinking,
+        )
+
+    rendered = render(request.thinking)
+    if request.quiet and opens_reasoning(loaded, rendered.text):
+        off = render(Thinking("disabled"))
+        if not opens_reasoning(loaded, off.text):
+            return off
+    return rendered
+
+
+def pending_lead(loaded: LoadedModel, prompt_text: str) -> str:
+    """What of the family's `skipped` text the prompt has not written yet."""
+    reasoning = loaded.family.reasoning
+    skipped = reasoning.skipped if reasoning is not None else ""
+    for size in range(len(skipped), 0, -1):
+        if prompt_text.endswith(skipped[:size]):
+            return skipped[size:]
+    return skipped
 
 
 def opens_reasoning(loaded: LoadedModel, prompt_text: str) -> bool:
@@ -219,7 +257,7 @@ class Engine:
 
     def count_tokens(self, request: GenerationRequest) -> int:
         """The prompt tokens `request` would use, rendered exactly as to generate."""
-        return self._fit(request).input_tokens
+        return self._fit(request, align=False).input_tokens
 
     def start_generation(
         self,
@@ -240,29 +278,36 @@ class Engine:
             room=prompt.max_new_tokens,
             max_temperature=self.settings.max_temperature,
         )
-        constraint = request.constraint(in_reasoning=prompt.in_reasoning)
+        constraint = request.constraint(
+            in_reasoning=prompt.in_reasoning, lead=prompt.lead
+        )
         events = self._generate(prompt, sampling, constraint, request_id, client_gone)
         return Generation(self.resolve().model_id, prompt, events)
 
-    def _fit(self, request: GenerationRequest) -> Prompt:
-        """Render and tokenise the request's prompt; PromptTooLong if it cannot fit."""
+    def _fit(self, request: GenerationRequest, *, align: bool = True) -> Prompt:
+        """Render and tokenise the request's prompt; PromptTooLong if it cannot fit.
+
+        `align`: spell the prompt in a cached entry's tokens where they write
+        the same text (count_tokens counts the template's own tokens)."""
         loaded = self.loaded()
         if request.text is not None:
-            token_ids, opened = loaded.tokenizer.encode(request.text), False
-        else:
-            rendered = render_conversation(
-                loaded.tokenizer,
-                list(request.messages),
-                list(request.tools),
-                family=loaded.family,
-                thinking=request.thinking,
-            )
-            token_ids, opened = (
-                rendered.token_ids,
-                opens_reasoning(loaded, rendered.text),
+            token_ids = loaded.tokenizer.encode(request.text)
+            cached = self.prompt_cache.peek(token_ids)
+            return fit_prompt(token_ids, loaded.context_length, cached)
+        rendered = render_request(loaded, request)
+        token_ids = rendered.token_ids
+        if align:
+            token_ids = self.prompt_cache.align(
+                rendered.text, token_ids, loaded.tokenizer
             )
         cached = self.prompt_cache.peek(token_ids)
-        return fit_prompt(token_ids, loaded.context_length, cached, in_reasoning=opened)
+        prompt = fit_prompt(
+            token_ids,
+            loaded.context_length,
+            cached,
+            in_reasoning=opens_reasoning(loaded, rendered.text),
+        )
+        return replace(prompt, lead=pending_lead(loaded, rendered.text))
 
     def _admit(self) -> None:
         """Refuse a new request while the queue is full (the client may retry)."""
