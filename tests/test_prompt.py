@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,11 @@ import pytest
 from transformers import AutoTokenizer
 
 from pensieve.engine import ChatMessage, ToolCall, ToolSpec
-from pensieve.engine.prompt import render_prompt, template_supports_tools
+from pensieve.engine.prompt import (
+    TemplateRenderError,
+    render_prompt,
+    template_supports_tools,
+)
 
 WEATHER = ToolSpec(
     "get_weather",
@@ -88,3 +93,48 @@ def test_streamed_pieces_never_split_a_character(bundled_model_dir: Path) -> Non
     assert "".join(pieces) == text
     assert not any("\ufffd" in piece for piece in pieces)
     assert len([p for p in pieces if p]) > 5  # it really streamed in pieces
+
+
+# A template of our own in Mistral's manner: user and assistant turns must
+# alternate, tool turns and assistant calls aside.
+ALTERNATING = (
+    "{%- set ns = namespace(index=0) %}{% if tools %}[TOOLS]{{ tools | length }}"
+    "[/TOOLS]{% endif %}{%- for m in messages %}"
+    "{%- if not (m.role == 'tool' or m.tool_calls) %}"
+    "{%- if (m.role == 'user') != (ns.index % 2 == 0) %}"
+    "{{- raise_exception('roles must alternate user/assistant') }}{% endif %}"
+    "{%- set ns.index = ns.index + 1 %}{% endif %}"
+    "{%- if m.role == 'user' %}[INST]{{ m.content }}[/INST]"
+    "{%- elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.content }}[/TOOL_RESULTS]"
+    "{%- elif m.tool_calls %}[TOOL_CALLS]{{ m.tool_calls[0].function.name }}"
+    "{%- else %}{{ m.content }}</s>{% endif %}{% endfor %}"
+)
+CALLED = [
+    ChatMessage("user", "Weather in Paris?"),
+    ChatMessage("assistant", "", (ToolCall("abcdefghi", "get_weather", {}),)),
+    ChatMessage("tool", "sunny", tool_call_id="abcdefghi"),
+]
+
+
+@pytest.fixture
+def alternating(tokenizer: Any) -> Any:
+    own = copy.deepcopy(tokenizer)
+    own.chat_template = ALTERNATING
+    return own
+
+
+def test_user_text_after_tool_results_joins_them(alternating: Any) -> None:
+    """Claude Code sends a tool_result and text in one user message."""
+    messages = [*CALLED, ChatMessage("user", "And Berlin?")]
+    rendered = text_of(alternating, messages, [WEATHER])
+    assert "[TOOL_RESULTS]sunny\n\nAnd Berlin?[/TOOL_RESULTS]" in rendered
+
+
+def test_a_conversation_the_template_refuses_is_a_render_error(
+    alternating: Any,
+) -> None:
+    messages = [ChatMessage("user", "a"), ChatMessage("user", "b")]
+    messages.insert(1, ChatMessage("assistant", "x"))
+    messages.insert(1, ChatMessage("assistant", "y"))  # two answers in a row
+    with pytest.raises(TemplateRenderError, match="roles must alternate"):
+        render_prompt(alternating, messages, [WEATHER])

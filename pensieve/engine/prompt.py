@@ -102,19 +102,26 @@ def render_conversation(
         turns = generic_turns(messages, tools)
         tool_list = None
     switch = thinking_switch(thinking)
-    try:
-        text = apply_template(tokenizer, turns, tool_list, switch)
-    except TemplateError:
-        # Some templates reject system turns after the first: fold them into user text.
+    # Some templates reject system turns after the first (fold them into user
+    # text), or user text right after tool results (Mistral: roles alternate).
+    folded = fold_late_system_turns(turns)
+    for attempt in (turns, folded, fold_user_after_tools(folded)):
         try:
-            text = apply_template(
-                tokenizer, fold_late_system_turns(turns), tool_list, switch
-            )
+            text = apply_template(tokenizer, attempt, tool_list, switch)
+            break
         except TemplateError as error:
-            raise TemplateRenderError(
-                f"the model's chat template cannot render this conversation: {error}"
-            ) from None
+            failure = error
+    else:
+        raise TemplateRenderError(
+            f"the model's chat template cannot render this conversation: {failure}"
+        ) from None
     return Rendered(text, tokenizer.encode(text, add_special_tokens=False))
+
+
+def hf_tokenizer(tokenizer: Any) -> Any:
+    """The Hugging Face tokenizer inside mlx-lm's TokenizerWrapper (or itself)."""
+    is_wrapper = hasattr(tokenizer, "_thinking_kwarg")
+    return tokenizer._tokenizer if is_wrapper else tokenizer
 
 
 def apply_template(
@@ -124,7 +131,13 @@ def apply_template(
     switch: dict[str, Any],
 ) -> str:
     prefill = bool(turns) and turns[-1]["role"] == "assistant"
-    return tokenizer.apply_chat_template(
+    # mlx-lm's wrapper switches thinking on for any vocabulary with think
+    # markers; the Hugging Face tokenizer under it leaves the template's own
+    # default (DeepSeek-V3.1's is off) when the request does not say.
+    renderer = tokenizer
+    if getattr(tokenizer, "_chat_template", None) is None:  # no Python renderer
+        renderer = hf_tokenizer(tokenizer)
+    return renderer.apply_chat_template(
         turns,
         tools=tools,
         tokenize=False,
@@ -224,6 +237,20 @@ def fold_late_system_turns(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
             append_turn(folded, "user", f"[System message]\n{turn['content']}")
         else:
             append_turn(folded, turn["role"], turn["content"], turn)
+    return folded
+
+
+def fold_user_after_tools(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """User text right after tool results joins the last result (as Claude
+    Code sends them: in one user message)."""
+    folded: list[dict[str, Any]] = []
+    for turn in turns:
+        previous = folded[-1] if folded else None
+        if turn["role"] == "user" and previous and previous["role"] == "tool":
+            text = f"{previous['content']}\n\n{turn['content']}"
+            folded[-1] = {**previous, "content": text}
+        else:
+            folded.append(turn)
     return folded
 
 
