@@ -230,7 +230,7 @@ def test_splitter_output_streamed_char_by_char_folds_back() -> None:
     events = [e for char in text for e in splitter.feed(char)] + splitter.finish()
     message = complete_message(START, [*events, done("tool_use")])
     assert [block["type"] for block in message["content"]] == ["text", "tool_use"]
-    assert message["content"][0]["text"] == "Reading.\n"
+    assert message["content"][0]["text"] == "Reading."  # "\n": the template's
     assert message["content"][1]["name"] == "read"
     assert message["content"][1]["input"] == arguments
 

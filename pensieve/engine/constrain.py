@@ -188,13 +188,15 @@ class GrammarConstraint:
         string_end, brackets, eos = closing_tokens(self._loaded)
         size = min(mask.size, string_end.size)
         preferred = [string_end] if self._scanner.in_string else [brackets, eos]
+        looping = [t for t in self._loop if t < mask.size]
         for tokens in preferred:
             narrowed = np.zeros_like(mask)
             narrowed[:size] = mask[:size] & tokens[:size]
+            narrowed[looping] = False  # a raw value's "}]}]" closes nothing
             if narrowed.any():
                 return narrowed
         varied = mask.copy()
-        varied[[t for t in self._loop if t < varied.size]] = False
+        varied[looping] = False
         return varied if varied.any() else mask
 
     def _close_raw_value(self) -> list[int]:
@@ -217,6 +219,8 @@ class GrammarConstraint:
             if self._closing and token == self._closing[0]:
                 self._closing.pop(0)
             self._scanner.feed(self._loaded.tokenizer.decode([token]))
+            if self._loop and not self._closing and token not in self._loop:
+                self._loop, self._constrained = [], []  # closed: watch anew
             self._constrained.append(token)
             if not self._loop and (loop := ends_in_loop(self._constrained)):
                 log.info(

@@ -16,6 +16,7 @@ class Prompt:
     max_new_tokens: int  # what fits in the context window after the prompt
     cached_estimate: int = 0  # prompt-cache tokens a generation would reuse now
     in_reasoning: bool = False  # the prompt opens the model's reasoning block
+    lead: str = ""  # what an output that does not reason writes first
 
     @property
     def input_tokens(self) -> int:

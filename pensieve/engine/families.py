@@ -25,6 +25,10 @@ class Reasoning:
     open: str
     close: str
     after: str = ""  # what the template writes between the close and the answer
+    # What the template writes for an assistant turn that did not reason (GLM,
+    # Kimi): an output that will not reason writes it first, so that the turn
+    # renders back, in the next request, to the tokens generated.
+    skipped: str = ""
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ FAMILIES: tuple[Family, ...] = (
             ),
             between="\n",
         ),
-        reasoning=Reasoning("<think>", "</think>", "\n"),
+        reasoning=Reasoning("<think>", "</think>", "\n", skipped="\n<think></think>\n"),
     ),
     Family(
         "minimax",
@@ -136,7 +140,7 @@ FAMILIES: tuple[Family, ...] = (
                 key_close='">',
                 value_close="</parameter>\n",
             ),
-            section=("<minimax:tool_call>\n", "</minimax:tool_call>"),
+            section=("\n<minimax:tool_call>\n", "</minimax:tool_call>"),
         ),
         reasoning=Reasoning("<think>", "</think>", "\n\n"),
     ),
@@ -150,7 +154,7 @@ FAMILIES: tuple[Family, ...] = (
             section=("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"),
             call_id="kimi",
         ),
-        reasoning=THINK,
+        reasoning=Reasoning("<think>", "</think>", skipped="<think></think>"),
     ),
     Family(
         "deepseek",
@@ -197,7 +201,9 @@ FAMILIES: tuple[Family, ...] = (
         "harmony",
         ("<|channel|>",),
         CallSyntax(
-            trigger=" to=functions.",
+            # The output's first space is trimmed when decoded (as mlx-lm's
+            # detokenizers do): the trigger leaves it out, the head keeps it.
+            trigger="to=functions.",
             head=" to=functions.{name}<|channel|>commentary json<|message|>",
             tail="<|call|>",
         ),

@@ -97,7 +97,12 @@ class CallGrammar:
         """The grammar; `opened` is what the model already wrote of the calls."""
         syntax = self.syntax
         opening, close = syntax.section
-        if not (opening + syntax.head_text).startswith(opened):
+        full = opening + syntax.head_text
+        if not full.startswith(opened) and full.lstrip().startswith(opened):
+            # The trigger leaves out the calls' leading space (harmony's
+            # " to=functions.", MiniMax's "\n<minimax:tool_call>"): written or not.
+            opened = full[: len(full) - len(full.lstrip())] + opened
+        if not full.startswith(opened):
             raise ValueError(f"unexpected tool-call opening {opened!r}")
         tools = self.policy.allowed
         calls = " | ".join(f"call_{i}" for i in range(len(tools)))

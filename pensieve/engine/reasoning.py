@@ -55,6 +55,9 @@ class ReasoningGate:
         if self._phase == "start" and self._opener and constraint.force_reasoning:
             self._phase, self._answer = "reasoning", None
             self._forcing = list(self._opener)
+        if self._reasoning is None and constraint.lead:  # GLM's empty block
+            self._phase, self._answer = "closing", None
+            self._forcing = self.encode(constraint.lead)
         self._seen: int | None = None
         self._thought: list[int] = []
 

@@ -84,13 +84,17 @@ class GenerationRequest:
         """Whether the model may reason (thinking not switched off)."""
         return self.thinking is None or self.thinking.type != "disabled"
 
-    def constraint(self, *, in_reasoning: bool = False) -> Constraint:
-        """What decoding must enforce; `in_reasoning`: the prompt opened it."""
+    @property
+    def quiet(self) -> bool:
+        """A forced call reasons first only when asked to (as Anthropic's API,
+        which refuses thinking with a forced tool_choice, implies)."""
+        return self.tool_policy.forced and self.thinking is None
+
+    def constraint(self, *, in_reasoning: bool = False, lead: str = "") -> Constraint:
+        """What decoding must enforce; `in_reasoning`: the prompt opened it;
+        `lead`: what the output writes first if it does not reason."""
         enabled = self.thinking is not None and self.thinking.type == "enabled"
-        # A forced call reasons first only when asked to (as Anthropic's API,
-        # which refuses thinking with a forced tool_choice, implies).
-        quiet = self.tool_policy.forced and self.thinking is None
-        reasoning = self.reasoning and not quiet
+        reasoning = self.reasoning and not self.quiet
         budget = self.thinking.budget_tokens if enabled and self.thinking else None
         if not reasoning and in_reasoning:
             budget = 0  # the prompt opened reasoning nobody asked for: close it
@@ -101,6 +105,7 @@ class GenerationRequest:
             in_reasoning=in_reasoning,
             budget=budget,
             force_reasoning=enabled,
+            lead="" if reasoning else lead,
         )
 
 

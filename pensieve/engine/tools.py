@@ -65,7 +65,8 @@ class Constraint:
     `reasoning`: the model may reason first (thinking not switched off);
     `in_reasoning`: the prompt already opened the reasoning block;
     `budget`: most reasoning tokens before its close is forced;
-    `force_reasoning`: open the reasoning block if the prompt did not.
+    `force_reasoning`: open the reasoning block if the prompt did not;
+    `lead`: text forced first when the output will not reason (`skipped`).
     """
 
     policy: ToolPolicy
@@ -74,11 +75,13 @@ class Constraint:
     in_reasoning: bool = False
     budget: int | None = None
     force_reasoning: bool = False  # thinking was asked for: open the block
+    lead: str = ""
 
     @property
     def needed(self) -> bool:
         tools = self.policy.active or self.response_schema is not None
-        return tools or self.budget is not None or self.force_reasoning
+        forced = self.budget is not None or self.force_reasoning or self.lead
+        return tools or bool(forced)
 
     def build(self, loaded: Any) -> Any:
         from .reasoning import ReasoningGate

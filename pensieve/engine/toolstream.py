@@ -36,7 +36,7 @@ def partial_suffix(text: str, marker: str) -> int:
 
 def head_pattern(syntax: CallSyntax) -> re.Pattern[str]:
     """A regex for a call's head, capturing the tool's name and the call id."""
-    pattern = re.escape(syntax.head_text)
+    pattern = re.escape(syntax.head_text.lstrip())  # the \s* below takes it
     pattern = pattern.replace(r"\{name\}", r"(?P<name>[\w.\-]+?)")
     pattern = pattern.replace(r"\{id\}", r"(?P<id>[^\s<>\[\]]+?)")
     if syntax.head_text.endswith("}"):  # ends with a name: wait for what follows
@@ -93,6 +93,7 @@ class ToolCallSplitter:
         self._reasoning = family.reasoning if reasoning or in_reasoning else None
         self._state = "reasoning" if in_reasoning else "start"
         self._buffer = ""
+        self._space = ""  # the space before a call's trigger: the template's own
         self._call: dict[str, Any] = {}
 
     def feed(self, text: str) -> list[Event]:
@@ -170,16 +171,18 @@ class ToolCallSplitter:
             text, self._buffer = self._buffer, ""
             return self._as_text(text)
         at = self._buffer.find(trigger)
-        if at >= 0:
+        if at >= 0:  # the template writes its own space before a call
             before, self._buffer = self._buffer[:at], self._buffer[at:]
-            self._state = "head"
-            return self._as_text(before)
+            text = before.rstrip()
+            self._state, self._space = "head", before[len(text) :]
+            return self._as_text(text)
         cut = len(self._buffer) - partial_suffix(self._buffer, trigger)
+        cut = len(self._buffer[:cut].rstrip())  # trailing space waits for what follows
         safe, self._buffer = self._buffer[:cut], self._buffer[cut:]
         return self._as_text(safe)
 
     def _in_head(self) -> list[Event]:
-        opening, closing = self.syntax.section
+        opening, closing = (mark.strip() for mark in self.syntax.section)
         stripped = self._buffer.lstrip()
         if opening and stripped.startswith(opening):
             self._buffer = stripped[len(opening) :]
@@ -191,8 +194,8 @@ class ToolCallSplitter:
         if match is None:
             if self._may_open(stripped):
                 return []  # wait for the rest of the head
-            text, self._buffer = self._buffer, ""  # not a call after all
-            self._state = "text"
+            text, self._buffer = self._space + self._buffer, ""  # not a call
+            self._state, self._space = "text", ""
             return self._as_text(text)
         self._buffer = self._buffer[match.end() :]
         return self._start_call(match.groupdict())
@@ -207,7 +210,7 @@ class ToolCallSplitter:
         name, call_id = found.get("name"), found.get("id")
         if self.syntax.call_id == "kimi" and call_id:  # functions.NAME:N
             name = call_id.removeprefix("functions.").rsplit(":", 1)[0]
-        self.calls += 1
+        self.calls, self._space = self.calls + 1, ""
         json_args = self.syntax.arguments.style == "json"
         self._state = "arguments" if json_args else "params"
         self._call = {"name": name or "", "arguments": "", "end": JSONEnd()}
