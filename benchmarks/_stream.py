@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,4 +152,37 @@ def timed_message(
             message.see(now, event)
     if message.first_delta is None or message.message_stop is None:
         raise RuntimeError("stream ended without a delta or message_stop")
+    return message
+
+
+Stop = Callable[[int, dict[str, Any]], bool] | None  # (index, block) ends a stream
+
+
+def reassemble(events: Iterable[Any], stop: Stop = None) -> dict[str, Any]:
+    """SSE events as a message; "partial" when cut at a block `stop` accepts."""
+    message: dict[str, Any] = {"usage": {}}
+    blocks: dict[int, dict[str, Any]] = {}
+    for event in events:
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "message_start":
+            message.update(event["message"])
+        elif kind == "content_block_start":
+            blocks[event["index"]] = dict(event["content_block"])
+            if stop is not None and stop(event["index"], blocks[event["index"]]):
+                message["partial"] = True
+                break
+        elif kind == "content_block_delta":
+            block, delta = blocks[event["index"]], event["delta"]
+            for key in ("partial_json", "text", "thinking", "signature"):
+                if key in delta:
+                    block[key] = block.get(key, "") + delta[key]
+        elif kind == "message_delta":
+            message["stop_reason"] = event["delta"].get("stop_reason")
+            message["usage"] = {**message["usage"], **event.get("usage", {})}
+        elif kind == "error":
+            raise RuntimeError(f"error event: {event}")
+    for block in blocks.values():
+        if "partial_json" in block:
+            block["input"] = json.loads(block.pop("partial_json") or "{}")
+    message["content"] = [blocks[index] for index in sorted(blocks)]
     return message

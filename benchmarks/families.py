@@ -11,13 +11,15 @@ a. count_tokens of system + tools + a tool call, its result and a question ==
    (Mistral: roles alternate) gets the assistant's answer inserted; a
    mismatch is "n/a" where the template renders no tools (Phi).
 b. thinking on (budget 1024) starts with a thinking block, "disabled" has none.
-c. forced get_weather calls, temperature 0, 3 questions, JSON and SSE: a
-   tool_use whose input fits the schema, stop_reason "tool_use".
-d. turn 2 = turn 1 (the first forced call) + its answer verbatim + a tool
-   result + a question: (cache read - turn 1 prompt) / turn 1 output, the
-   share of the model's own call read from the cache (goal: 1).
-e. budget 1024, max_tokens 1400: a thinking block, then a text or tool_use
-   block, and stop_reason not "max_tokens".
+c. forced get_weather calls (one: random weights would add calls until
+   max_tokens), temperature 0, 3 questions, JSON and SSE: a tool_use whose
+   input fits the schema, stop_reason "tool_use".
+d. turn 2 = turn 1 (the first valid forced call) + its answer + the tool's
+   result, as agents send it: (cache read - turn 1 prompt) / (turn 1 output
+   - 1), the share of the model's own call the cache holds (goal: 1; the
+   last token, turn 1's end, is never run through the model).
+e. budget 1024 (Anthropic's least), max_tokens 1088: a thinking block of at
+   most 1024 tokens (its text re-encoded: +2 allowed), then an answer block.
 
 b and e are "n/a" without a reasoning format. A request times out after 120 s
 and fails its cell only (and skips the family's remaining requests). Prints a
@@ -34,7 +36,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ import requests
 import _server
 from _files import ROOT, data_json
 from _report import banner, loadavg, machine_info
-from _stream import sse_data
+from _stream import Stop, reassemble, sse_data
 from pensieve.config import resolve_cache_dir
 from pensieve.models.resolve import resolve_model
 
@@ -72,7 +74,6 @@ COLUMNS = {
 }
 REASONING_ONLY = ("thinking", "budget")
 Message = dict[str, Any]
-Stop = Callable[[int, dict[str, Any]], bool] | None  # (index, block) ends a stream
 
 
 @dataclass
@@ -118,36 +119,6 @@ class Client:
         except (requests.Timeout, TimeoutError):
             self.hung = True
             raise
-
-
-def reassemble(events: Iterable[Any], stop: Stop = None) -> Message:
-    """SSE events as a message; "partial" when cut at a block `stop` accepts."""
-    message: Message = {"usage": {}}
-    blocks: dict[int, dict[str, Any]] = {}
-    for event in events:
-        kind = event.get("type") if isinstance(event, dict) else None
-        if kind == "message_start":
-            message.update(event["message"])
-        elif kind == "content_block_start":
-            blocks[event["index"]] = dict(event["content_block"])
-            if stop is not None and stop(event["index"], blocks[event["index"]]):
-                message["partial"] = True
-                break
-        elif kind == "content_block_delta":
-            block, delta = blocks[event["index"]], event["delta"]
-            for key in ("partial_json", "text", "thinking", "signature"):
-                if key in delta:
-                    block[key] = block.get(key, "") + delta[key]
-        elif kind == "message_delta":
-            message["stop_reason"] = event["delta"].get("stop_reason")
-            message["usage"] = {**message["usage"], **event.get("usage", {})}
-        elif kind == "error":
-            raise RuntimeError(f"error event: {event}")
-    for block in blocks.values():
-        if "partial_json" in block:
-            block["input"] = json.loads(block.pop("partial_json") or "{}")
-    message["content"] = [blocks[index] for index in sorted(blocks)]
-    return message
 
 
 def block_types(message: Message) -> list[str]:
@@ -218,24 +189,24 @@ def measure_thinking(client: Client) -> Cell:
     return Cell(ok, f"on {notes['on']}, off {notes['off']}", dict(notes))
 
 
-def measure_budget(client: Client) -> Cell:
-    """Streamed to the end, unless its first block is no thinking block."""
-    body = thinking_body("on", 1400, system=CASES["system"], tools=[TOOL])
+def measure_budget(client: Client, tokenizer: Any) -> Cell:
+    """Streamed until the block after the thinking block starts."""
+    budget = CASES["budget_tokens"]
+    thinking = {"type": "enabled", "budget_tokens": budget}
+    body = thinking_body("on", budget + 64, system=CASES["system"], tools=[TOOL])
     message = client.post(
-        {**body, "stream": True}, stop=lambda i, b: i == 0 and b["type"] != "thinking"
+        {**body, "thinking": thinking, "stream": True},
+        stop=lambda index, block: index > 0 or block["type"] != "thinking",
     )
-    kinds, stop = block_types(message), message.get("stop_reason")
-    after = kinds[kinds.index("thinking") + 1 :] if "thinking" in kinds else []
-    ok = any(k in ("text", "tool_use") for k in after) and stop not in (
-        None,
-        "max_tokens",
-    )
-    tokens = message.get("usage", {}).get("output_tokens")
-    text = f"{'yes' if ok else 'no'}: {'+'.join(kinds) or 'empty'}, stop {stop}"
-    text += " (stream closed)" if message.get("partial") else f", {tokens} tok"
-    return Cell(
-        ok, text, {"blocks": kinds, "stop_reason": stop, "usage": message["usage"]}
-    )
+    kinds, blocks = block_types(message), message.get("content", [])
+    thought = blocks[0].get("thinking", "") if kinds[:1] == ["thinking"] else None
+    used = len(tokenizer.encode(thought, add_special_tokens=False)) if thought else 0
+    answered = len(kinds) > 1 or not message.get("partial")
+    # Re-encoding the text may spell it in a token more than was generated.
+    ok = thought is not None and used <= budget + 2 and answered
+    text = f"{'yes' if ok else 'no'}: {'+'.join(kinds) or 'empty'}"
+    text += f", thinking {used} of {budget} tok" if thought is not None else ""
+    return Cell(ok, text, {"blocks": kinds, "thinking_tokens": used})
 
 
 def call_problem(message: Message) -> str | None:
@@ -265,7 +236,7 @@ def measure_forced(client: Client) -> tuple[Cell, tuple[dict, Message] | None]:
             try:
                 message = client.post({**body, "stream": mode == "sse"})
                 problem = call_problem(message)
-                if mode == "json" and first is None:
+                if mode == "json" and first is None and problem is None:
                     first = (body, message)
             except Exception as error:
                 problem = f"error: {str(error)[:100]}"
@@ -293,21 +264,21 @@ def measure_cache(client: Client, turn1: tuple[dict, Message] | None) -> Cell:
     uses = [b for b in answer.get("content", []) if b.get("type") == "tool_use"]
     result = {"type": "tool_result", "content": CASES["turn2_result"]}
     reply = [{**result, "tool_use_id": use["id"]} for use in uses]
-    reply.append({"type": "text", "text": CASES["turn2_question"]})
     turn2 = {**body, "max_tokens": 16, "tool_choice": {"type": "auto"}}
-    own = [{"role": "assistant", "content": answer["content"]}]
-    turn2["messages"] = [*body["messages"], *own, {"role": "user", "content": reply}]
+    said = [{"role": "assistant", "content": answer["content"]}]
+    turn2["messages"] = [*body["messages"], *said, {"role": "user", "content": reply}]
     usage1, usage2 = answer["usage"], client.post(turn2)["usage"]
     prompt1, output1 = prompt_tokens(usage1), usage1.get("output_tokens", 0)
     read2 = usage2.get("cache_read_input_tokens") or 0
-    share = min(1.0, max(0.0, (read2 - prompt1) / output1)) if output1 else None
+    own = output1 - 1  # the end of turn is never run through the model
+    share = min(1.0, max(0.0, (read2 - prompt1) / own)) if own > 0 else None
     figures = {"share": share, "turn1_usage": usage1, "turn2_usage": usage2}
     text = "n/a" if share is None else f"{share:.2f}"
     text += f" (read {read2}; t1 in {prompt1} out {output1})"
     return Cell(share is not None and share >= 1.0, text, figures)
 
 
-def guarded(step: Callable[[], Cell]) -> Cell:
+def guarded(step: Callable[[], Cell]) -> Cell:  # a cell's error fails it alone
     try:
         return step()
     except Exception as error:
@@ -319,8 +290,11 @@ def measure_family(client: Client, model_dir: Path, spec: FamilySpec) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     cells = {"count": guarded(lambda: measure_count(client, tokenizer, spec))}
-    for key, measure in (("thinking", measure_thinking), ("budget", measure_budget)):
-        step = functools.partial(measure, client)
+    steps = {
+        "thinking": functools.partial(measure_thinking, client),
+        "budget": functools.partial(measure_budget, client, tokenizer),
+    }
+    for key, step in steps.items():
         cells[key] = guarded(step) if spec.reasoning else Cell(None, "n/a")
     cells["forced"], turn1 = measure_forced(client)
     cells["cache"] = guarded(lambda: measure_cache(client, turn1))
