@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import llguidance
@@ -23,7 +24,7 @@ from pensieve.engine import (
     ToolPolicy,
     ToolSpec,
 )
-from pensieve.engine.engine import read_chat_template
+from pensieve.engine.engine import pending_lead, read_chat_template
 from pensieve.engine.families import FAMILIES, GENERIC, detect_family
 from pensieve.engine.grammars import calls_grammar
 from pensieve.engine.toolstream import ToolCallSplitter
@@ -194,3 +195,46 @@ def test_a_bad_chat_template_file_is_a_clear_error(tmp_path: Path) -> None:
     good = tmp_path / "good.jinja"
     good.write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
     assert read_chat_template(good) == good.read_text()
+
+
+def family_named(name: str) -> Any:
+    return next(f for f in FAMILIES if f.name == name)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_a_harmony_call_that_opens_the_output_without_its_space(chunk: int) -> None:
+    """The output's first space is trimmed when decoded: " to=" reads "to="."""
+    text = f"to=functions.get_weather<|channel|>commentary json<|message|>{ARGS}"
+    splitter = ToolCallSplitter(True, family_named("harmony"), (WEATHER,))
+    events = split(splitter, text + "<|call|>", chunk=chunk)
+    assert [e.name for e in events if isinstance(e, ToolCallStart)] == ["get_weather"]
+    assert [e.input for e in events if isinstance(e, ToolCallEnd)] == [PARIS]
+    assert not [e for e in events if isinstance(e, TextDelta)]
+
+
+@pytest.mark.parametrize("name", ["harmony", "minimax"])
+def test_a_lazy_grammar_starts_whether_the_calls_space_was_written(name: str) -> None:
+    """Triggers leave out the calls' leading space (" to=", "\\n<minimax:")."""
+    family = family_named(name)
+    policy = ToolPolicy(tools=(WEATHER,), choice="auto")
+    for opened in (family.calls.trigger, " " + family.calls.trigger):
+        if name == "minimax":
+            opened = opened.replace(" ", "\n")
+        grammar = calls_grammar(family, policy, {}, opened=opened)
+        assert llguidance.LLMatcher.validate_grammar(grammar) == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "prompt_end", "lead"),
+    [
+        ("glm", "<|assistant|>", "\n<think></think>\n"),
+        ("glm", "<|assistant|>\n<think></think>", "\n"),  # thinking off wrote it
+        ("kimi", "<|im_middle|>", "<think></think>"),
+        ("hermes", "<|im_start|>assistant\n", ""),  # Qwen writes no empty block
+    ],
+)
+def test_an_output_that_will_not_reason_writes_the_empty_block_history_has(
+    name: str, prompt_end: str, lead: str
+) -> None:
+    loaded = SimpleNamespace(family=family_named(name))
+    assert pending_lead(loaded, "...user text" + prompt_end) == lead  # type: ignore[arg-type]
