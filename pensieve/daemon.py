@@ -50,6 +50,15 @@ class Address:
         )
 
 
+def connect_lines(url: str, api_key: str) -> str:
+    """The lines to paste into a shell for Claude Code or an Anthropic SDK."""
+    return (
+        "Point Claude Code or any Anthropic SDK at it:\n"
+        f"  export ANTHROPIC_BASE_URL={url}\n"
+        f"  export ANTHROPIC_API_KEY={api_key}"
+    )
+
+
 def pid_file(instance: Path, port: int) -> Path:
     """The PID file of the server on `port` (one server per port)."""
     return instance / f"pensieve-{port}.pid"

@@ -5,11 +5,22 @@
 imports the app (preload) and resolves the model: it may download or import
 files but never initialises mlx. The worker, after the fork and gevent's
 patching, loads the weights on its inference thread.
+
+gevent patches the standard library here, before the master imports anything
+that uses ssl (huggingface-hub's HTTP client, when the model is downloaded):
+patched only in the worker, as gunicorn does it, those modules would keep the
+unpatched ssl (gevent warns). The worker's own patching is then a no-op.
 """
 
-from pensieve.config import load_settings
-from pensieve.extension import engine_of
-from pensieve.logs import ACCESS_LOG_FORMAT, logging_config
+from gevent import monkey
+
+monkey.patch_all()
+
+from pensieve.config import load_settings  # noqa: E402
+from pensieve.daemon import Address, connect_lines  # noqa: E402
+from pensieve.extension import engine_of  # noqa: E402
+from pensieve.logs import ACCESS_LOG_FORMAT, logging_config  # noqa: E402
+from pensieve.settings import SETTINGS_BY_NAME  # noqa: E402
 
 _settings = load_settings()
 _host = _settings["HOST"]
@@ -45,10 +56,20 @@ def on_starting(server):
         server.log.error("cannot start: %s", error)
         server.halt(exit_status=1)
     server.log.info("model %s at %s", resolved.model_id, resolved.path)
-    if resolved.fallback_reason:
-        server.log.warning("FALLBACK: %s", resolved.fallback_reason)
 
 
 def post_worker_init(worker):
-    """In the worker, after fork and gevent patching: start loading the model."""
-    engine_of(worker.wsgi).start()
+    """In the worker, after fork and gevent patching: start loading the model,
+    and say when it answers (gunicorn's "Listening at" comes before that)."""
+    engine = engine_of(worker.wsgi)
+    engine.start()
+    engine.when_loaded(lambda loaded: worker.log.info(ready_lines(_settings)))
+
+
+def ready_lines(settings):
+    """The ready line and what to paste into a shell (a key of the user's own
+    is not written to the log)."""
+    url = Address(settings["HOST"], settings["PORT"]).url
+    key = settings["API_KEY"]
+    shown = key if key == SETTINGS_BY_NAME["API_KEY"].default else "$PENSIEVE_API_KEY"
+    return f"ready: {url} answers requests\n{connect_lines(url, shown)}"

@@ -50,6 +50,16 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class QuietHealthFilter(logging.Filter):
+    """Drops the access lines of `/health` polls: monitors and `pensieve start
+    --daemon` poll it every second (503 while the model loads), and what it
+    reports is in its answer, not in its status line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        atoms = record.args if isinstance(record.args, Mapping) else {}
+        return atoms.get("U") != "/health"
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, pid, request id, message."""
 
@@ -82,7 +92,10 @@ def logging_config(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": RequestIdFilter}},
+        "filters": {
+            "request_id": {"()": RequestIdFilter},
+            "quiet_health": {"()": QuietHealthFilter},
+        },
         "formatters": {"pensieve": formatter},
         "handlers": {
             "stderr": {
@@ -95,7 +108,7 @@ def logging_config(settings: Mapping[str, Any]) -> dict[str, Any]:
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
             "gunicorn.error": gunicorn_logger,
-            "gunicorn.access": gunicorn_logger,
+            "gunicorn.access": {**gunicorn_logger, "filters": ["quiet_health"]},
         },
     }
 

@@ -152,6 +152,19 @@ def test_prompt_too_long_is_the_exact_message(client: anthropic.Anthropic) -> No
     assert message.endswith(" tokens > 8191 maximum")
 
 
+def test_count_tokens_counts_past_the_context_window(
+    client: anthropic.Anthropic,
+) -> None:
+    """Claude Code counts a conversation before it compacts it: only
+    generation refuses a prompt the window cannot hold."""
+    long: Any = [{"role": "user", "content": "hello " * 9000}]
+    short: Any = [{"role": "user", "content": "hello " * 10}]
+    counted = client.messages.count_tokens(model="m", messages=long)
+    assert counted.input_tokens > 9000  # the 8,192-token window holds less
+    small = client.messages.count_tokens(model="m", messages=short)
+    assert 10 < small.input_tokens < counted.input_tokens
+
+
 BAD_REQUESTS = [
     (b"{not json", 400, "invalid_request_error"),
     (b'{"model": "m", "max_tokens": 5}', 400, "invalid_request_error"),

@@ -24,15 +24,6 @@ from .options import (
 )
 
 
-def connect_lines(url: str, api_key: str) -> str:
-    """The lines to paste into a shell for Claude Code or an Anthropic SDK."""
-    return (
-        "Point Claude Code or any Anthropic SDK at it:\n"
-        f"  export ANTHROPIC_BASE_URL={url}\n"
-        f"  export ANTHROPIC_API_KEY={api_key}"
-    )
-
-
 def port_flag(port: int) -> str:
     """The --port a command needs to reach the server on `port`."""
     return "" if port == SETTINGS_BY_NAME["PORT"].default else f" --port {port}"
@@ -67,7 +58,7 @@ def start(detach: bool, wait: float, **flags: Any) -> None:
     env = server_environment(flags)
     if not detach:
         click.echo(f"Starting Pensieve on {address.url}")
-        click.echo(connect_lines(address.url, settings["API_KEY"]))
+        click.echo(daemon.connect_lines(address.url, settings["API_KEY"]))
         sys.stdout.flush()
         os.execve(sys.executable, argv, env)  # becomes the gunicorn master
     start_daemon(settings, address, argv, env, wait)
@@ -125,7 +116,7 @@ def start_daemon(
     )
     if health.get("fallback"):
         click.echo(f"FALLBACK: {health['fallback']}")
-    click.echo(connect_lines(address.url, settings["API_KEY"]))
+    click.echo(daemon.connect_lines(address.url, settings["API_KEY"]))
     click.echo(f"Stop it with: pensieve stop{port_flag(address.port)}")
 
 

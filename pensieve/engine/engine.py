@@ -224,6 +224,16 @@ class Engine:
                 ", ".join(loaded.profile) or "off",
             )
 
+    def when_loaded(self, callback: Callable[[LoadedModel], None]) -> None:
+        """Call `callback(loaded)` once the model has loaded (not if it fails)."""
+        assert self._loading is not None, "start() first"
+
+        def done(future: concurrent.futures.Future[LoadedModel]) -> None:
+            if future.exception() is None:
+                callback(future.result())
+
+        self._loading.add_done_callback(done)
+
     @property
     def status(self) -> Status:
         if self.error is not None:
@@ -256,8 +266,13 @@ class Engine:
         return self._lock.waiting if self._lock is not None else 0
 
     def count_tokens(self, request: GenerationRequest) -> int:
-        """The prompt tokens `request` would use, rendered exactly as to generate."""
-        return self._fit(request, align=False).input_tokens
+        """The prompt tokens `request` would use, rendered exactly as to
+        generate; counted also past the context window (Claude Code counts
+        conversations before it compacts them): only generating refuses them."""
+        loaded = self.loaded()
+        if request.text is not None:
+            return len(loaded.tokenizer.encode(request.text))
+        return len(render_request(loaded, request).token_ids)
 
     def start_generation(
         self,
@@ -284,22 +299,19 @@ class Engine:
         events = self._generate(prompt, sampling, constraint, request_id, client_gone)
         return Generation(self.resolve().model_id, prompt, events)
 
-    def _fit(self, request: GenerationRequest, *, align: bool = True) -> Prompt:
-        """Render and tokenise the request's prompt; PromptTooLong if it cannot fit.
-
-        `align`: spell the prompt in a cached entry's tokens where they write
-        the same text (count_tokens counts the template's own tokens)."""
+    def _fit(self, request: GenerationRequest) -> Prompt:
+        """Render and tokenise the request's prompt; PromptTooLong if it cannot
+        fit. The prompt is spelt in a cached entry's tokens where they write
+        the same text."""
         loaded = self.loaded()
         if request.text is not None:
             token_ids = loaded.tokenizer.encode(request.text)
             cached = self.prompt_cache.peek(token_ids)
             return fit_prompt(token_ids, loaded.context_length, cached)
         rendered = render_request(loaded, request)
-        token_ids = rendered.token_ids
-        if align:
-            token_ids = self.prompt_cache.align(
-                rendered.text, token_ids, loaded.tokenizer
-            )
+        token_ids = self.prompt_cache.align(
+            rendered.text, rendered.token_ids, loaded.tokenizer
+        )
         cached = self.prompt_cache.peek(token_ids)
         prompt = fit_prompt(
             token_ids,
