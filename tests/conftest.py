@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import socket
@@ -23,6 +24,27 @@ from pensieve.models.resolve import resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "pensieve-local-key"
+# `pytest -m "not slow"`: the tests that start no server and run no model.
+SERVER_FIXTURES = {"server", "servers", "claude"}
+SERVER_CALLS = ("running_server(", "bundled_server(")
+SLOW_MODULES = {"test_cpu_profile", "test_gguf_reference", "test_connection"}
+SLOW_MODULES |= {"test_lifecycle", "test_queue_and_cache_e2e"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: starts a server or runs a model")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "function", None)
+        source = inspect.getsource(function) if function else ""
+        if (
+            SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or any(call in source for call in SERVER_CALLS)
+            or item.module.__name__ in SLOW_MODULES  # type: ignore[attr-defined]
+        ):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
