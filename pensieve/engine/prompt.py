@@ -181,7 +181,7 @@ def hf_turn(
                 "type": "function",
                 "function": {
                     "name": call.name,
-                    "arguments": json.dumps(call.input)
+                    "arguments": json.dumps(call.input, ensure_ascii=False)
                     if family.string_arguments
                     else call.input,
                 },
@@ -214,7 +214,7 @@ def generic_turns(
         if message.tool_calls:
             calls = [
                 "<tool_call>\n"
-                + json.dumps({"name": c.name, "arguments": c.input})
+                + json.dumps({"name": c.name, "arguments": c.input}, ensure_ascii=False)
                 + "\n</tool_call>"
                 for c in message.tool_calls
             ]
