@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import NamedTuple
 
 from flask import Flask, current_app, request
 
@@ -12,23 +13,37 @@ from .errors import AuthenticationFailed
 PUBLIC_ENDPOINTS = {"health.health", "health.index", "metrics.metrics", "static"}
 
 
-def presented_key() -> str | None:
+class PresentedKey(NamedTuple):
+    """The key a client sent and the words naming where it sent it."""
+
+    key: str
+    source: str
+
+
+def presented_key() -> PresentedKey | None:
+    """The client's key, from `x-api-key` first, then `Authorization: Bearer`."""
     if key := request.headers.get("x-api-key"):
-        return key
+        return PresentedKey(key, "x-api-key")
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
+    if scheme.lower() == "bearer":
+        return PresentedKey(token.strip(), "API key (Authorization: Bearer token)")
+    return None
 
 
 def check_api_key() -> None:
+    """Reject API requests without the configured key (401, in the route's envelope)."""
     if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
         return  # unknown routes fall through to the 404 handler
-    key = presented_key()
-    if key is None:
+    presented = presented_key()
+    if presented is None:
         raise AuthenticationFailed(
             "missing API key: send it in the x-api-key header or as a Bearer token"
         )
-    if not hmac.compare_digest(key.encode(), current_app.config["API_KEY"].encode()):
-        raise AuthenticationFailed("invalid x-api-key")
+    expected = current_app.config["API_KEY"].encode()
+    if not hmac.compare_digest(presented.key.encode(), expected):
+        # Name the header the client used, so a wrong Bearer token is not
+        # reported as a wrong x-api-key.
+        raise AuthenticationFailed(f"invalid {presented.source}")
 
 
 def init_app(app: Flask) -> None:

@@ -201,14 +201,25 @@ def model_is_default(config: Mapping[str, Any]) -> bool:
     return config["MODEL"] == DEFAULT_MODEL
 
 
-def resolve_cache_dir(configured: str = "") -> Path:
+def resolve_cache_dir(
+    configured: str = "", environ: Mapping[str, str] = os.environ
+) -> Path:
     """Pensieve's cache folder: the CACHE_DIR setting (`~` expanded), else
     `$XDG_CACHE_HOME/pensieve` (`~/.cache/pensieve`). The server, the CLI and
     model resolution all use this one answer."""
     if configured:
         return Path(configured).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    xdg = environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(xdg) / "pensieve"
+
+
+def cache_dir_value(value: Value, environ: Mapping[str, str] = os.environ) -> Value:
+    """CACHE_DIR as the folder it names; an unset one says which default rule."""
+    folder = str(resolve_cache_dir(value.value, environ))
+    if value.value:
+        return Value(folder, value.source)
+    rule = "$XDG_CACHE_HOME/pensieve" if environ.get("XDG_CACHE_HOME") else None
+    return Value(folder, f"default: {rule or '~/.cache/pensieve'}")
 
 
 def engine_settings(config: Mapping[str, Any]) -> EngineSettings:

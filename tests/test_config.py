@@ -64,6 +64,41 @@ def test_flag_beats_env_beats_file_beats_default(
     assert rows["HOST"] == ('"127.0.0.1"', "default")
 
 
+def test_show_gives_the_effective_paths_of_empty_defaults(
+    instance: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    rows = shown(runner, "--port", "4444")
+    cache = tmp_path / "home" / ".cache" / "pensieve"
+    assert rows["CACHE_DIR"] == (f'"{cache}"', "default: ~/.cache/pensieve")
+    value, source = rows["LOG_FILE"]
+    assert value == f'"{instance / "pensieve-4444.log"}"'  # follows the port
+    assert source.startswith("default: ") and "stderr" in source
+    assert rows["CHAT_TEMPLATE"] == ('""', "default: the model's own template")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert shown(runner)["CACHE_DIR"] == (
+        f'"{tmp_path / "xdg" / "pensieve"}"',
+        "default: $XDG_CACHE_HOME/pensieve",
+    )
+
+
+def test_show_gives_set_paths_and_their_sources(
+    instance: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config_file = instance / "pensieve.toml"
+    config_file.write_text('cache_dir = "~/models"\nlog_file = "/var/log/p.log"\n')
+    rows = shown(CliRunner())
+    home = tmp_path / "home"
+    assert rows["CACHE_DIR"] == (f'"{home / "models"}"', f"file {config_file}")
+    assert rows["LOG_FILE"] == ('"/var/log/p.log"', f"file {config_file}")
+    monkeypatch.setenv("PENSIEVE_CACHE_DIR", str(tmp_path / "c"))
+    rows = shown(CliRunner())
+    assert rows["CACHE_DIR"] == (f'"{tmp_path / "c"}"', "env PENSIEVE_CACHE_DIR")
+
+
 def test_the_app_reads_the_instance_folder_and_file(instance: Path) -> None:
     (instance / "pensieve.toml").write_text('api_key = "from-file"\nqueue_depth = 3\n')
     app = create_app({"TESTING": True})

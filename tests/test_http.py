@@ -68,6 +68,22 @@ def test_missing_or_wrong_key_is_401(client: FlaskClient, headers: dict) -> None
     assert_error(response, 401, "authentication_error")
 
 
+@pytest.mark.parametrize(
+    ("headers", "named", "not_named"),
+    [
+        ({"x-api-key": "wrong"}, "x-api-key", "Bearer"),
+        ({"Authorization": "Bearer wrong"}, "Bearer", "x-api-key"),
+    ],
+)
+def test_wrong_key_message_names_the_header_sent(
+    client: FlaskClient, headers: dict, named: str, not_named: str
+) -> None:
+    response = client.post("/v1/messages", json=OK_BODY, headers=headers)
+    message = assert_error(response, 401, "authentication_error")
+    assert message.startswith("invalid ")
+    assert named in message and not_named not in message
+
+
 def test_bearer_key_and_beta_query(client: FlaskClient) -> None:
     response = client.post(
         "/v1/messages?beta=true",

@@ -178,6 +178,21 @@ def test_missing_or_wrong_key_is_401_in_the_openai_envelope(
     assert error["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    ("headers", "named", "not_named"),
+    [
+        ({"Authorization": "Bearer wrong"}, "Bearer", "x-api-key"),
+        ({"x-api-key": "wrong"}, "x-api-key", "Bearer"),
+    ],
+)
+def test_wrong_key_message_names_the_header_sent(
+    client: FlaskClient, headers: dict, named: str, not_named: str
+) -> None:
+    error = assert_openai_error(chat(client, CHAT, headers), 401, "invalid_api_key")
+    assert error["message"].startswith("invalid ")
+    assert named in error["message"] and not_named not in error["message"]
+
+
 def test_x_api_key_works_and_the_route_picks_the_envelope(client: FlaskClient) -> None:
     assert chat(client, CHAT, {"x-api-key": KEY}).status_code == 200
     response = chat(client, {**CHAT, "n": 3}, {"x-api-key": KEY})

@@ -8,9 +8,12 @@ from typing import Any
 
 import click
 
+from .. import daemon
 from ..config import (
     INSTANCE_PATH_ENV,
     ConfigError,
+    Value,
+    cache_dir_value,
     config_file_path,
     env_problems,
     example_config,
@@ -27,12 +30,30 @@ def config() -> None:
     """Show, generate or validate the configuration."""
 
 
+def shown_values(values: dict[str, Value]) -> dict[str, Value]:
+    """`values` with each empty setting that stands for a computed default
+    (CACHE_DIR, LOG_FILE, CHAT_TEMPLATE) shown as what it means."""
+    shown = dict(values)
+    shown["CACHE_DIR"] = cache_dir_value(values["CACHE_DIR"])
+    if not values["LOG_FILE"].value:
+        # The file `start --daemon` picks (cli/server.py: start_daemon).
+        log_file = daemon.default_log_file(instance_path(), values["PORT"].value)
+        shown["LOG_FILE"] = Value(
+            str(log_file),
+            "default: <instance folder>/pensieve-<port>.log; start --daemon only, "
+            "the foreground logs to stderr",
+        )
+    if not values["CHAT_TEMPLATE"].value:
+        shown["CHAT_TEMPLATE"] = Value("", "default: the model's own template")
+    return shown
+
+
 @config.command("show")
 @server_options
 def config_show(**flags: Any) -> None:
     """Every setting's effective value and where it comes from (flags given
     here count, as they would for `pensieve start`)."""
-    values = effective_settings(flags)
+    values = shown_values(effective_settings(flags))
     moved = INSTANCE_PATH_ENV in os.environ
     path = config_file_path()
     click.echo(

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bundled import BUNDLED_MODEL_ID, bundled_gguf_path
+from .digests import content_digest
 from .gguf import IMPORTER_VERSION, import_in_subprocess
 
 log = logging.getLogger(__name__)
 
 BUNDLED = "bundled"
+DIGESTS_DIR = "gguf-digests"  # under the cache folder: memoised file digests
 
 
 class ModelNotAvailable(RuntimeError):
@@ -68,16 +70,25 @@ def _bundled(cache_dir: Path) -> ResolvedModel:
     return ResolvedModel(BUNDLED_MODEL_ID, imported_gguf_dir(gguf, cache_dir), BUNDLED)
 
 
+def import_key(gguf: Path, cache_dir: Path) -> str:
+    """The import's key: the file's contents and the importer, not its path,
+    so copies of one GGUF (the bundled one in two virtualenvs) share an import."""
+    sha256 = content_digest(gguf, cache_dir / DIGESTS_DIR)
+    return hashlib.sha256(f"{sha256}|{IMPORTER_VERSION}".encode()).hexdigest()[:12]
+
+
 def imported_gguf_dir(gguf: Path, cache_dir: Path) -> Path:
     """The cached import of `gguf`, importing it first if needed."""
     gguf = gguf.resolve()
-    stat = gguf.stat()
-    key = f"{gguf}|{stat.st_size}|{stat.st_mtime_ns}|{IMPORTER_VERSION}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    target = cache_dir / "imported" / f"{gguf.stem}-{digest}"
-    if not (target / "config.json").is_file():
-        log.info("importing %s into %s", gguf, target)
-        import_in_subprocess(gguf, target)
+    key = import_key(gguf, cache_dir)
+    imported = cache_dir / "imported"
+    # A copy under another file name finds the import its first name made.
+    done = sorted(imported.glob(f"*-{key}/config.json"))
+    if done:
+        return done[0].parent
+    target = imported / f"{gguf.stem}-{key}"
+    log.info("importing %s into %s", gguf, target)
+    import_in_subprocess(gguf, target)
     return target
 
 
