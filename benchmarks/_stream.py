@@ -59,7 +59,11 @@ class TimedMessage:
         kind = event.get("type") if isinstance(event, dict) else None
         if kind == "message_start":
             usage = event["message"]["usage"]
-            self.input_tokens = int(usage["input_tokens"])
+            # The tokens processed: neither read from the cache nor (while
+            # it is on) written to it, or written to it.
+            self.input_tokens = int(usage["input_tokens"]) + int(
+                usage.get("cache_creation_input_tokens") or 0
+            )
             self.cache_read_input_tokens = int(
                 usage.get("cache_read_input_tokens") or 0
             )

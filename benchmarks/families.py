@@ -251,10 +251,9 @@ def measure_forced(client: Client) -> tuple[Cell, tuple[dict, Message] | None]:
 
 
 def prompt_tokens(usage: dict[str, Any]) -> int:
-    """input + cache read + creation, unless creation == input (counted in it)."""
-    fresh, read = usage.get("input_tokens", 0), usage.get("cache_read_input_tokens")
-    created = usage.get("cache_creation_input_tokens") or 0
-    return fresh + (read or 0) + (created if created != fresh else 0)
+    """input + cache read + cache creation: Anthropic's three are disjoint."""
+    keys = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    return sum(usage.get(key) or 0 for key in keys)
 
 
 def measure_cache(client: Client, turn1: tuple[dict, Message] | None) -> Cell:

@@ -114,7 +114,7 @@ class AppMetrics:
         """Record one finished generation (engine observer)."""
         self.time_to_first_token.observe(stats.ttft_seconds)
         self.generation_seconds.observe(stats.total_seconds)
-        self.prompt_tokens.inc(stats.usage.input_tokens)
+        self.prompt_tokens.inc(stats.usage.processed_tokens)
         self.generated_tokens.inc(stats.usage.output_tokens)
         self.cache_hit_tokens.inc(stats.usage.cache_read_input_tokens)
         if stats.decode_rate > 0:

@@ -69,8 +69,9 @@ def test_count_tokens_equals_usage_input_tokens(client: anthropic.Anthropic) -> 
         **request, max_tokens=2, extra_body={"temperature": 0}
     )
     usage = message.usage
-    # input_tokens excludes what came from the prompt cache.
-    assert counted.input_tokens == usage.input_tokens + usage.cache_read_input_tokens
+    # Anthropic's three prompt figures are disjoint: their sum is the prompt.
+    created, read = usage.cache_creation_input_tokens, usage.cache_read_input_tokens
+    assert counted.input_tokens == usage.input_tokens + (created or 0) + (read or 0)
     plain = client.messages.count_tokens(
         model="m", messages=[{"role": "user", "content": "Weather in Paris?"}]
     )

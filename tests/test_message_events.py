@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from pensieve.api.message_events import complete_message, stream_events, usage_object
+from pensieve.api.messages import message_start
+from pensieve.engine.engine import Generation
 from pensieve.engine.events import (
     Event,
     Finished,
     KeepAlive,
+    Prompt,
     TextDelta,
     ToolCallDelta,
     ToolCallEnd,
@@ -242,4 +247,33 @@ def test_usage_object() -> None:
         "output_tokens": 4,
         "cache_creation_input_tokens": 6,
         "cache_read_input_tokens": 5,
+    }
+
+
+@pytest.mark.parametrize(
+    ("caching", "fields"),
+    [(True, (0, 13, 24)), (False, (13, 0, 24))],
+)
+def test_the_prompts_usage_is_three_disjoint_parts(
+    caching: bool, fields: tuple[int, int, int]
+) -> None:
+    """37 prompt tokens, 24 read from the cache: the 13 processed are written
+    to it while it is on (counted once, as Anthropic counts), else input."""
+    usage = Usage.of_prompt(37, 5, read=24, caching=caching)
+    assert (
+        usage.input_tokens,
+        usage.cache_creation_input_tokens,
+        usage.cache_read_input_tokens,
+    ) == fields
+    assert usage.prompt_tokens == 37 and usage.processed_tokens == 13
+
+
+def test_message_start_shows_the_same_three_parts() -> None:
+    prompt = Prompt(list(range(37)), 100, cached_estimate=24)
+    start = message_start(Generation("m", prompt, iter(()), caching=True))
+    assert start["usage"] == {
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cache_creation_input_tokens": 13,
+        "cache_read_input_tokens": 24,
     }

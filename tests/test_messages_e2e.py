@@ -73,7 +73,9 @@ def test_non_streaming_message_has_the_exact_shape(server: Server) -> None:
     assert block["type"] == "text" and block["text"].strip()
     assert "paris" in block["text"].lower()  # the model knows this one
     usage = message["usage"]
-    assert usage["input_tokens"] > 10 and 0 < usage["output_tokens"] <= 24
+    prompt = usage["input_tokens"] + usage["cache_creation_input_tokens"]
+    assert prompt + usage["cache_read_input_tokens"] > 10
+    assert 0 < usage["output_tokens"] <= 24
 
 
 def server_model_id(server: Server) -> str:
@@ -98,7 +100,8 @@ def test_stream_event_sequence_and_text_match_non_streaming(server: Server) -> N
     ]
     assert all(data["type"] == name for name, data in events)
     start = events[0][1]["message"]
-    assert start["usage"]["input_tokens"] == whole["usage"]["input_tokens"]
+    keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    assert sum(start["usage"][k] for k in keys) == sum(whole["usage"][k] for k in keys)
     text = "".join(
         data["delta"]["text"] for name, data in events if name == "content_block_delta"
     )

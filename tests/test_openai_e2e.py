@@ -120,7 +120,9 @@ def test_greedy_output_is_identical_through_both_apis(
     assert usage is not None
     assert usage.completion_tokens == message.usage.output_tokens
     assert usage.prompt_tokens == (
-        message.usage.input_tokens + (message.usage.cache_read_input_tokens or 0)
+        message.usage.input_tokens
+        + (message.usage.cache_creation_input_tokens or 0)
+        + (message.usage.cache_read_input_tokens or 0)
     )
 
 

@@ -154,6 +154,7 @@ def measured(server: Server, label: str) -> Stream:
         raise RuntimeError(f"{label} request failed: {result}")
     cached = result.usage.get("cache_read_input_tokens", 0)
     prompt = result.usage.get("input_tokens", 0) + cached
+    prompt += result.usage.get("cache_creation_input_tokens") or 0
     print(
         f"      {label}: TTFT {result.ttft_s:.3f} s, prompt {prompt} tokens "
         f"({cached} from cache)",

@@ -142,7 +142,8 @@ def to_turn(index: int, stream: Stream, openai: bool) -> Turn:
         fresh, output = prompt - cached, int(usage.get("completion_tokens", 0))
     else:
         cached = int(usage.get("cache_read_input_tokens", 0))
-        fresh = int(usage.get("input_tokens", 0))
+        fresh = int(usage.get("input_tokens", 0))  # the rest were processed:
+        fresh += int(usage.get("cache_creation_input_tokens") or 0)
         prompt, output = fresh + cached, int(usage.get("output_tokens", 0))
     return Turn(
         index, stream.ttft_s, stream.total_s, prompt, fresh, cached, output, stream.text

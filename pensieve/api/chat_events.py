@@ -149,7 +149,7 @@ def finish_reason(finished: Finished) -> str:
 def usage_object(usage: Usage) -> dict[str, Any]:
     """OpenAI's usage. Its prompt tokens include the cached ones; the engine's
     `input_tokens` do not."""
-    prompt_tokens = usage.input_tokens + usage.cache_read_input_tokens
+    prompt_tokens = usage.prompt_tokens
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": usage.output_tokens,

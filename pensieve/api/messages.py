@@ -50,7 +50,9 @@ def message_start(generation: Generation) -> dict[str, Any]:
     """
     prompt = generation.prompt
     cached = prompt.cached_estimate
-    usage = Usage(prompt.input_tokens - cached, 0, cache_read_input_tokens=cached)
+    usage = Usage.of_prompt(
+        prompt.input_tokens, 0, read=cached, caching=generation.caching
+    )
     return {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",

@@ -80,6 +80,7 @@ class Generation:
     model_id: str
     prompt: Prompt
     events: Iterator[Event]
+    caching: bool = False  # the prompt cache is on: the processed prompt is kept
 
 
 def fit_prompt(
@@ -297,7 +298,8 @@ class Engine:
             in_reasoning=prompt.in_reasoning, lead=prompt.lead
         )
         events = self._generate(prompt, sampling, constraint, request_id, client_gone)
-        return Generation(self.resolve().model_id, prompt, events)
+        caching = self.prompt_cache.enabled
+        return Generation(self.resolve().model_id, prompt, events, caching)
 
     def _fit(self, request: GenerationRequest) -> Prompt:
         """Render and tokenise the request's prompt; PromptTooLong if it cannot

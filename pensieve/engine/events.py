@@ -25,12 +25,36 @@ class Prompt:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts. `input_tokens` excludes what was read from the prompt cache."""
+    """Token counts, the prompt's three disjoint as in Anthropic's API: read
+    from the prompt cache, processed and written to it, processed only."""
 
     input_tokens: int
     output_tokens: int
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
+
+    @classmethod
+    def of_prompt(
+        cls, prompt_tokens: int, output_tokens: int, *, read: int, caching: bool
+    ) -> Usage:
+        """A prompt of which `read` tokens came from the cache; the rest were
+        processed, and written to the cache while it is on."""
+        processed = prompt_tokens - read
+        return cls(
+            input_tokens=0 if caching else processed,
+            output_tokens=output_tokens,
+            cache_read_input_tokens=read,
+            cache_creation_input_tokens=processed if caching else 0,
+        )
+
+    @property
+    def processed_tokens(self) -> int:
+        """Prompt tokens run through the model (not read from the cache)."""
+        return self.input_tokens + self.cache_creation_input_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.processed_tokens + self.cache_read_input_tokens
 
 
 @dataclass(frozen=True)

@@ -57,12 +57,8 @@ class Tally:
             self.output_tokens += 1
 
     def usage(self, prompt_tokens: int, *, cache_enabled: bool) -> Usage:
-        fresh = prompt_tokens - self.cached
-        return Usage(
-            input_tokens=fresh,
-            output_tokens=self.output_tokens,
-            cache_read_input_tokens=self.cached,
-            cache_creation_input_tokens=fresh if cache_enabled else 0,
+        return Usage.of_prompt(
+            prompt_tokens, self.output_tokens, read=self.cached, caching=cache_enabled
         )
 
     def finish(self, usage: Usage, reason: str) -> GenerationStats:
@@ -74,7 +70,7 @@ class Tally:
             "generated %d tokens; prompt %d tokens (%d from cache); first token "
             "after %.2f s; %.1f tokens/s; stop: %s",
             usage.output_tokens,
-            usage.input_tokens + usage.cache_read_input_tokens,
+            usage.prompt_tokens,
             usage.cache_read_input_tokens,
             stats.ttft_seconds,
             stats.decode_rate,
