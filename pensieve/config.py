@@ -238,7 +238,9 @@ def engine_settings(config: Mapping[str, Any]) -> EngineSettings:
         queue_timeout=config["QUEUE_TIMEOUT"],
         queue_retry_after=config["QUEUE_RETRY_AFTER"],
         prompt_cache_entries=config["PROMPT_CACHE_ENTRIES"],
-        prompt_cache_bytes=config["PROMPT_CACHE_MB"] * 1024**2,
+        prompt_cache_bytes=None
+        if (megabytes := config["PROMPT_CACHE_MB"]) in (None, "auto")
+        else megabytes * 1024**2,
         prefill_step_size=config["PREFILL_STEP_SIZE"],
         cpu_profile=CPUProfile(
             enabled=config["CPU_PROFILE"] == "auto",

@@ -25,6 +25,21 @@ def choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def auto_or(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A parser accepting "auto" (None: decided at run time) or `parse`'s values."""
+
+    def parse_or_auto(value: str) -> Any:
+        if str(value).lower() == "auto":
+            return None
+        try:
+            return parse(value)
+        except ValueError as error:
+            message = str(error).replace("must be", "must be auto or", 1)
+            raise ValueError(message) from None
+
+    return parse_or_auto
+
+
 def integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     """A parser for a whole number in [minimum, maximum]."""
 
@@ -165,9 +180,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "PROMPT_CACHE_MB",
-        2048,
-        integer(0),
-        "Most memory the kept prompt KV caches may use (MiB).",
+        "auto",
+        auto_or(integer(0)),
+        "Most memory the kept prompt KV caches may use (MiB); auto: what the "
+        "device has free once the model is loaded, less a margin.",
     ),
     Setting(
         "CPU_PROFILE",

@@ -16,6 +16,7 @@ from pensieve.cli.options import cache_dir_of, settings_values
 from pensieve.config import (
     SETTINGS,
     ConfigError,
+    engine_settings,
     example_config,
     load_settings,
     resolve_settings,
@@ -226,3 +227,29 @@ def test_a_home_relative_cache_dir_is_one_folder_for_server_and_cli(
     listed = CliRunner().invoke(cli, ["models", "list"])
     assert listed.exit_code == 0, listed.output
     assert not Path("~").exists()  # no folder literally named "~" was made
+
+
+@pytest.mark.parametrize(
+    ("value", "budget"),
+    [(None, None), ("auto", None), ("AUTO", None), ("512", 512 * 1024**2)],
+)
+def test_the_prompt_cache_budget_is_auto_or_mebibytes(
+    instance: Path, monkeypatch: pytest.MonkeyPatch, value: str | None, budget: int
+) -> None:
+    if value is not None:
+        monkeypatch.setenv("PENSIEVE_PROMPT_CACHE_MB", value)
+    assert engine_settings(load_settings()).prompt_cache_bytes == budget
+
+
+def test_a_bad_prompt_cache_budget_says_auto_is_allowed(instance: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["config", "show"], env={"PENSIEVE_PROMPT_CACHE_MB": "lots"}
+    )
+    assert result.exit_code != 0
+    assert "must be auto or an integer; got 'lots'" in result.output + result.stderr
+
+
+def test_config_show_estimates_the_auto_budget(instance: Path) -> None:
+    result = CliRunner().invoke(cli, ["config", "show"])
+    [line] = [line for line in result.output.splitlines() if "PROMPT_CACHE_MB" in line]
+    assert "auto (~" in line and "GiB free of" in line and "margin" in line

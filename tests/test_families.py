@@ -24,9 +24,10 @@ from pensieve.engine import (
     ToolPolicy,
     ToolSpec,
 )
-from pensieve.engine.engine import pending_lead, read_chat_template
+from pensieve.engine.engine import read_chat_template
 from pensieve.engine.families import FAMILIES, GENERIC, detect_family
 from pensieve.engine.grammars import calls_grammar
+from pensieve.engine.prompt import pending_lead
 from pensieve.engine.toolstream import ToolCallSplitter
 
 WEATHER = ToolSpec(

@@ -12,6 +12,7 @@ import pytest
 from mlx_lm.models.cache import KVCache, RotatingKVCache
 
 from pensieve.engine.cache import PromptCache, common_prefix
+from pensieve.engine.memory import FreeMemory, cache_budget, ram
 
 BIG = 1 << 40
 
@@ -137,8 +138,8 @@ def test_eviction_by_bytes() -> None:
     assert cache.peek([1, 1, 0]) == 0 and cache.peek([3, 3, 0]) == 2
 
 
-def test_an_entry_larger_than_the_budget_is_not_stored() -> None:
-    cache = filled([1, 1], max_bytes=size_of(kv(2)) - 1)
+def test_an_entry_whose_first_token_outgrows_the_budget_is_not_stored() -> None:
+    cache = filled([1, 1], max_bytes=1)
     assert len(cache) == 0 and cache.nbytes == 0
 
 
@@ -252,3 +253,55 @@ def test_align_takes_the_part_of_an_entry_that_still_spells_the_text(
     assert common_prefix(aligned, generated) > common_prefix(
         encode(tokenizer, text), generated
     )
+
+
+# --- the budget: sized from the device, and entries that outgrow it ---------
+
+
+def test_an_entry_larger_than_the_budget_keeps_its_longest_prefix_that_fits() -> None:
+    whole = kv(100)
+    per_token = size_of(whole) // 100
+    cache = PromptCache(max_entries=4, max_bytes=per_token * 40 + per_token // 2)
+    tokens = list(range(100))
+    cache.store(tokens, whole)
+    assert len(cache) == 1 and cache.nbytes <= cache.max_bytes
+    assert cache.peek(tokens + [7]) == 40  # its first 40 tokens
+    hit = cache.take(tokens[:40] + [7])
+    assert hit.reused == 40 and offsets(hit.kv) == [40, 40]
+    keys = hit.kv[0].keys[..., :40, :]
+    assert keys[0, 0, :, 0].tolist() == list(range(40))  # the same KV, cut
+
+
+def test_an_entry_that_cannot_be_cut_is_not_kept() -> None:
+    cache = PromptCache(max_entries=4, max_bytes=1)
+    cache.store(list(range(8)), rotating_kv(8))
+    assert len(cache) == 0
+
+
+def test_an_unsized_cache_keeps_nothing() -> None:
+    cache = PromptCache(max_entries=4, max_bytes=None)
+    assert not cache.enabled
+    cache.store([1, 2, 3], kv(3))
+    assert len(cache) == 0
+
+
+@pytest.mark.parametrize(
+    ("total_gib", "free_gib", "budget_gib"),
+    [
+        (128, 100, 100 - 32),  # a 25% margin of a big machine
+        (24, 20, 20 - 6),
+        (8, 3, 1),  # the margin is at least 2 GiB
+        (8, 1, 0),  # never negative: nothing is cached
+    ],
+)
+def test_the_budget_is_free_memory_less_a_margin(
+    total_gib: int, free_gib: int, budget_gib: int
+) -> None:
+    gib = 1024**3
+    memory = FreeMemory(total_gib * gib, free_gib * gib, "test")
+    assert cache_budget(memory) == budget_gib * gib
+
+
+def test_the_cpus_memory_is_the_ram_available() -> None:
+    memory = ram()
+    assert 0 < memory.free <= memory.total

@@ -22,6 +22,7 @@ from ..config import (
     read_config_file,
     toml_literal,
 )
+from ..engine.memory import cache_budget, describe, ram
 from .options import FLAG_SOURCE, effective_settings, flag_of, server_options
 
 
@@ -45,7 +46,18 @@ def shown_values(values: dict[str, Value]) -> dict[str, Value]:
         )
     if not values["CHAT_TEMPLATE"].value:
         shown["CHAT_TEMPLATE"] = Value("", "default: the model's own template")
+    if values["PROMPT_CACHE_MB"].value in (None, "auto"):
+        shown["PROMPT_CACHE_MB"] = cache_budget_value(values["PROMPT_CACHE_MB"])
     return shown
+
+
+def cache_budget_value(value: Value) -> Value:
+    """PROMPT_CACHE_MB=auto: the figure this machine's free RAM gives now (the
+    server sizes it again once the model is loaded, on its own device)."""
+    memory = ram()
+    budget = cache_budget(memory)
+    why = f"{value.source}: auto, {describe(budget, memory)}"
+    return Value(f"auto (~{budget >> 20} now)", why + "; sized again after the load")
 
 
 @config.command("show")

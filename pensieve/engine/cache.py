@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,10 +64,49 @@ def spelt_prefix(
     return found
 
 
+def fitting_prefix(entry: CacheEntry, max_bytes: int) -> CacheEntry | None:
+    """The longest prefix of `entry` whose KV fits in `max_bytes`, in arrays of
+    its own size (None where its layers cannot be cut: not trimmable, or not
+    plain KV). An agent's long prompt is then cached in part, not dropped."""
+    import mlx.core as mx
+
+    total = len(entry.tokens)
+    per_token = max(1, entry.nbytes // max(1, entry.kv[0].offset))
+    keep = min(total, max_bytes // per_token)
+    plain = all(hasattr(layer, "keys") and layer.is_trimmable() for layer in entry.kv)
+    if keep <= 0 or not plain:
+        log.info(
+            "prompt cache: a %d-token entry (%d MiB) exceeds the budget of %d MiB "
+            "and cannot be cut: not kept",
+            total,
+            entry.nbytes >> 20,
+            max_bytes >> 20,
+        )
+        return None
+    for layer in entry.kv:
+        # Copies: a slice would keep the whole of the old buffers alive.
+        layer.keys = mx.contiguous(layer.keys[..., :keep, :])
+        layer.values = mx.contiguous(layer.values[..., :keep, :])
+        layer.offset = keep
+        mx.eval(layer.keys, layer.values)
+    kept = CacheEntry(entry.tokens[:keep], entry.kv, sum(c.nbytes for c in entry.kv))
+    log.info(
+        "prompt cache: a %d-token entry (%d MiB) exceeds the budget of %d MiB: "
+        "kept its first %d tokens (%d MiB)",
+        total,
+        entry.nbytes >> 20,
+        max_bytes >> 20,
+        keep,
+        kept.nbytes >> 20,
+    )
+    return kept if kept.nbytes <= max_bytes else None
+
+
 class PromptCache:
     """LRU store of KV caches, bounded by entries and bytes."""
 
-    def __init__(self, *, max_entries: int, max_bytes: int) -> None:
+    def __init__(self, *, max_entries: int, max_bytes: int | None) -> None:
+        """`max_bytes` None: not sized yet (nothing is kept until it is)."""
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._entries: list[CacheEntry] = []  # least recently used first
@@ -72,7 +114,7 @@ class PromptCache:
 
     @property
     def enabled(self) -> bool:
-        return self.max_entries > 0 and self.max_bytes > 0
+        return self.max_entries > 0 and bool(self.max_bytes)
 
     @property
     def nbytes(self) -> int:
@@ -139,9 +181,12 @@ class PromptCache:
         """Keep `kv`, which holds exactly `tokens`, evicting the least recently used."""
         if not self.enabled or not tokens:
             return
+        assert self.max_bytes is not None  # enabled
         entry = CacheEntry(list(tokens), kv, sum(c.nbytes for c in kv))
         if entry.nbytes > self.max_bytes:
-            return
+            entry = fitting_prefix(entry, self.max_bytes)
+            if entry is None:
+                return
         with self._guard:
             # An entry that is a prefix of the new one is now redundant.
             self._entries = [

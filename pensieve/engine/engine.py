@@ -23,11 +23,11 @@ from .cache import PromptCache
 from .events import Event, KeepAlive, Prompt
 from .generation import ClientGone, GenerationSettings, never, run_generation
 from .loading import LoadedModel, load_model
-from .prompt import Rendered, render_conversation
+from .memory import cache_budget, describe
+from .prompt import opens_reasoning, pending_lead, render_request
 from .request import (
     GenerationRequest,
     SamplingParams,
-    Thinking,
     effective_sampling,
 )
 from .runner import FairLock, InferenceThread
@@ -116,48 +116,6 @@ def read_chat_template(path: Path | None) -> str | None:
     return text
 
 
-def render_request(loaded: LoadedModel, request: GenerationRequest) -> Rendered:
-    """The request's conversation as the template renders it. A forced call
-    that will not reason is rendered with reasoning off where the template's
-    default generation prompt would open it (Qwen3.5, MiniMax-M2): the turn
-    then renders back, in the next request, as it was generated."""
-
-    def render(thinking: Thinking | None) -> Rendered:
-        return render_conversation(
-            loaded.tokenizer,
-            list(request.messages),
-            list(request.tools),
-            family=loaded.family,
-            thinking=thinking,
-        )
-
-    rendered = render(request.thinking)
-    if request.quiet and opens_reasoning(loaded, rendered.text):
-        off = render(Thinking("disabled"))
-        if not opens_reasoning(loaded, off.text):
-            return off
-    return rendered
-
-
-def pending_lead(loaded: LoadedModel, prompt_text: str) -> str:
-    """What of the family's `skipped` text the prompt has not written yet."""
-    reasoning = loaded.family.reasoning
-    skipped = reasoning.skipped if reasoning is not None else ""
-    for size in range(len(skipped), 0, -1):
-        if prompt_text.endswith(skipped[:size]):
-            return skipped[size:]
-    return skipped
-
-
-def opens_reasoning(loaded: LoadedModel, prompt_text: str) -> bool:
-    """Whether the prompt's generation prompt opens the reasoning block (the
-    output then starts inside it: Qwen3.5, DeepSeek-V3.1, MiniMax-M2)."""
-    reasoning = loaded.family.reasoning
-    return reasoning is not None and prompt_text.rstrip().endswith(
-        reasoning.open.rstrip()
-    )
-
-
 class Engine:
     """Owns the model; every request reaches it through `start_generation`."""
 
@@ -224,6 +182,7 @@ class Engine:
                 loaded.backend,
                 ", ".join(loaded.profile) or "off",
             )
+            self.size_prompt_cache(loaded)
 
     def when_loaded(self, callback: Callable[[LoadedModel], None]) -> None:
         """Call `callback(loaded)` once the model has loaded (not if it fails)."""
@@ -243,6 +202,14 @@ class Engine:
             return "starting"
         return "ready" if self._loading.done() else "loading"
 
+    def size_prompt_cache(self, loaded: LoadedModel) -> None:
+        """PROMPT_CACHE_MB=auto: the budget the device's free memory allows."""
+        if self.prompt_cache.max_bytes is not None or loaded.memory is None:
+            return
+        budget = cache_budget(loaded.memory)
+        self.prompt_cache.max_bytes = budget
+        log.info("prompt cache budget %s", describe(budget, loaded.memory))
+
     def loaded(self) -> LoadedModel:
         """The loaded model, waiting (cooperatively) for the load to finish."""
         try:
@@ -252,9 +219,11 @@ class Engine:
         if self.error is not None or self._loading is None:
             raise EngineUnavailable(self.error or "the model is not loaded")
         try:
-            return self._loading.result()
+            loaded = self._loading.result()
         except Exception as error:
             raise EngineUnavailable(self.error or str(error)) from error
+        self.size_prompt_cache(loaded)  # once: _log_loaded may not have run yet
+        return loaded
 
     def loaded_now(self) -> LoadedModel | None:
         """The loaded model if loading has finished, without waiting."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import cpu
 from .families import GENERIC, Family, detect_family
+from .memory import FreeMemory, free_memory
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class LoadedModel:
     load_seconds: float
     profile: tuple[str, ...] = ()  # what the CPU profile changed
     family: Family = GENERIC  # how its template writes tool calls and reasoning
+    memory: FreeMemory | None = None  # the device's, once the model is in it
     extras: dict[str, Any] = field(default_factory=dict)  # built lazily, per model
 
 
@@ -89,6 +91,7 @@ def load_model(
         load_seconds=time.monotonic() - started,
         profile=tuple(profile),
         family=detect_family(tokenizer.chat_template),
+        memory=free_memory(backend),
     )
 
 

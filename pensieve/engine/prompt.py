@@ -17,13 +17,16 @@ import json
 import re
 import string
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateError
 
 from .families import GENERIC, Family, detect_family
-from .request import ChatMessage, Thinking
+from .request import ChatMessage, GenerationRequest, Thinking
 from .tools import ToolSpec
+
+if TYPE_CHECKING:
+    from .loading import LoadedModel
 
 GENERIC_TOOLS_PROMPT = """# Tools
 
@@ -266,3 +269,45 @@ def append_turn(
         turns[-1] = {**turns[-1], "content": f"{turns[-1]['content']}\n\n{content}"}
     else:
         turns.append({**(template or {}), "role": role, "content": content})
+
+
+def render_request(loaded: LoadedModel, request: GenerationRequest) -> Rendered:
+    """The request's conversation as the template renders it. A forced call
+    that will not reason is rendered with reasoning off where the template's
+    default generation prompt would open it (Qwen3.5, MiniMax-M2): the turn
+    then renders back, in the next request, as it was generated."""
+
+    def render(thinking: Thinking | None) -> Rendered:
+        return render_conversation(
+            loaded.tokenizer,
+            list(request.messages),
+            list(request.tools),
+            family=loaded.family,
+            thinking=thinking,
+        )
+
+    rendered = render(request.thinking)
+    if request.quiet and opens_reasoning(loaded, rendered.text):
+        off = render(Thinking("disabled"))
+        if not opens_reasoning(loaded, off.text):
+            return off
+    return rendered
+
+
+def pending_lead(loaded: LoadedModel, prompt_text: str) -> str:
+    """What of the family's `skipped` text the prompt has not written yet."""
+    reasoning = loaded.family.reasoning
+    skipped = reasoning.skipped if reasoning is not None else ""
+    for size in range(len(skipped), 0, -1):
+        if prompt_text.endswith(skipped[:size]):
+            return skipped[size:]
+    return skipped
+
+
+def opens_reasoning(loaded: LoadedModel, prompt_text: str) -> bool:
+    """Whether the prompt's generation prompt opens the reasoning block (the
+    output then starts inside it: Qwen3.5, DeepSeek-V3.1, MiniMax-M2)."""
+    reasoning = loaded.family.reasoning
+    return reasoning is not None and prompt_text.rstrip().endswith(
+        reasoning.open.rstrip()
+    )

@@ -27,6 +27,6 @@ class EngineSettings:
     queue_timeout: float = 600.0
     queue_retry_after: int = 5
     prompt_cache_entries: int = 4
-    prompt_cache_bytes: int = 2048 * 1024**2
+    prompt_cache_bytes: int | None = None  # None: sized from the device at load
     prefill_step_size: int = 512
     cpu_profile: CPUProfile = field(default_factory=CPUProfile)
