@@ -103,5 +103,15 @@ def decode(
             yield Step(response.text, finish)  # type: ignore[arg-type]
     finally:
         known = token_ids + generated
-        if kv and kv[0].offset <= len(known):
-            prompt_cache.store(known[: kv[0].offset], kv)
+        held = held_tokens(kv)
+        if held is not None and held <= len(known):
+            prompt_cache.store(known[:held], kv)
+
+
+def held_tokens(kv: list[Any]) -> int | None:
+    """How many tokens the caches hold: the offset of the attention layers.
+    Recurrent layers (Qwen3.5's gated delta, Mamba) keep a state without one;
+    a hybrid model's attention layers say how far that state got. A model of
+    recurrent layers only is not cached (None): its state's extent is unknown."""
+    offsets = [layer.offset for layer in kv if hasattr(layer, "offset")]
+    return offsets[0] if offsets else None
