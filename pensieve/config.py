@@ -242,6 +242,7 @@ def engine_settings(config: Mapping[str, Any]) -> EngineSettings:
         if (megabytes := config["PROMPT_CACHE_MB"]) in (None, "auto")
         else megabytes * 1024**2,
         prefill_step_size=config["PREFILL_STEP_SIZE"],
+        kv_bits=None if config["KV_BITS"] == "off" else int(config["KV_BITS"]),
         cpu_profile=CPUProfile(
             enabled=config["CPU_PROFILE"] == "auto",
             threads=config["CPU_THREADS"],

@@ -206,6 +206,14 @@ SETTINGS: tuple[Setting, ...] = (
         "larger models keep their quantised weights.",
     ),
     Setting(
+        "KV_BITS",
+        "off",
+        choice("off", "8", "4"),
+        "Quantize the KV cache (live requests and prompt-cache entries) to 8 or "
+        "4 bits with mlx-lm's quantized KV cache: about 1/2 or 1/4 of the "
+        "memory, at some drift from full-precision output (see README).",
+    ),
+    Setting(
         "PREFILL_STEP_SIZE",
         512,
         integer(1),

@@ -73,7 +73,10 @@ def fitting_prefix(entry: CacheEntry, max_bytes: int) -> CacheEntry | None:
     total = len(entry.tokens)
     per_token = max(1, entry.nbytes // max(1, entry.kv[0].offset))
     keep = min(total, max_bytes // per_token)
-    plain = all(hasattr(layer, "keys") and layer.is_trimmable() for layer in entry.kv)
+    plain = all(
+        isinstance(getattr(layer, "keys", None), mx.array) and layer.is_trimmable()
+        for layer in entry.kv
+    )
     if keep <= 0 or not plain:
         log.info(
             "prompt cache: a %d-token entry (%d MiB) exceeds the budget of %d MiB "

@@ -61,6 +61,7 @@ def decode(
     prompt_cache: PromptCache,
     cancellation: Cancellation,
     constraint: Constraint | None = None,
+    kv_bits: int | None = None,
 ) -> Iterator[Step]:
     """Generate from `token_ids`, one Step per token. Runs on the inference thread.
 
@@ -95,6 +96,8 @@ def decode(
             prompt_cache=kv,
             logits_processors=processors,
             prefill_step_size=prefill_step_size,
+            # Quantized from the first token (mlx-lm's default waits for 5,000).
+            **({"kv_bits": kv_bits, "quantized_kv_start": 0} if kv_bits else {}),
             prompt_progress_callback=cancellation.check,
         )
         for response in responses:

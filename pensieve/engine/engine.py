@@ -328,6 +328,7 @@ class Engine:
                 cache=self.prompt_cache,
                 settings=GenerationSettings(
                     prefill_step_size=self.settings.prefill_step_size,
+                    kv_bits=self.settings.kv_bits,
                     keepalive_seconds=self.settings.keepalive_seconds,
                 ),
                 constraint=constraint,

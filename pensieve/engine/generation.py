@@ -46,6 +46,7 @@ def never() -> bool:
 class GenerationSettings:
     prefill_step_size: int
     keepalive_seconds: float
+    kv_bits: int | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ def run_generation(
         prompt.token_ids,
         sampling,
         prefill_step_size=settings.prefill_step_size,
+        kv_bits=settings.kv_bits,
         prompt_cache=cache,
         cancellation=cancellation,
         constraint=constraint if constraint.needed else None,

@@ -29,4 +29,5 @@ class EngineSettings:
     prompt_cache_entries: int = 4
     prompt_cache_bytes: int | None = None  # None: sized from the device at load
     prefill_step_size: int = 512
+    kv_bits: int | None = None  # quantized KV cache (8 or 4 bits), or full precision
     cpu_profile: CPUProfile = field(default_factory=CPUProfile)
