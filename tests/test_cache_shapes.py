@@ -166,3 +166,40 @@ def test_a_hit_on_part_of_an_entry_is_cut_right_or_refused(
     reused, warm = greedy(loaded, other, cache)
     assert warm == greedy(loaded, other, uncached())[1]
     assert reused == (20 if shape == "sliding-window-within" else 0)
+
+
+def test_quantized_kv_is_cached_and_reused(bundled_model_dir: Path) -> None:
+    """PENSIEVE_KV_BITS=8 on the bundled model: entries hold quantized KV and
+    are reused. Not asserted: equality with an uncached run. An uncached
+    prefill attends to its own chunk at full precision, a hit to quantized KV,
+    so the two differ by quantization noise (measured: greedy text parts after
+    a few tokens here), which is why KV_BITS is off by default."""
+    from mlx_lm import load
+    from mlx_lm.models.cache import QuantizedKVCache
+
+    model, tokenizer = load(str(bundled_model_dir))
+    loaded = LoadedModel(model, tokenizer, 8192, "cpu", 0.0)
+    sampling = SamplingParams(max_tokens=8, temperature=0.0)
+
+    def run(tokens: list[int], cache: PromptCache) -> tuple[int, list[str]]:
+        steps = list(
+            decode(
+                loaded,
+                tokens,
+                sampling,
+                prefill_step_size=512,
+                prompt_cache=cache,
+                cancellation=Cancellation(),
+                kv_bits=8,
+            )
+        )
+        return steps[0].cached or 0, [step.text for step in steps[1:]]
+
+    cache = PromptCache(max_entries=4, max_bytes=1 << 30)
+    first = tokenizer.encode("The capital of France is")
+    run(first, cache)
+    [entry] = cache._entries
+    assert all(isinstance(layer, QuantizedKVCache) for layer in entry.kv)
+    second = entry.tokens + tokenizer.encode(" and of Italy", add_special_tokens=False)
+    reused, warm = run(second, cache)
+    assert reused == len(entry.tokens) and warm  # it answers (maybe briefly)
