@@ -326,3 +326,34 @@ def test_response_format_json_schema_validates(client: openai.OpenAI) -> None:
         },
     )
     jsonschema.validate(json.loads(completion.choices[0].message.content), schema)
+
+
+def test_a_forced_call_with_room_for_more_is_not_repeated(
+    client: openai.OpenAI,
+) -> None:
+    # Parallel calls allowed, the 135M model once opened the same get_weather
+    # call again and again until max_tokens: finish_reason "length", and a
+    # client joining the argument deltas got two JSON objects.
+    options: dict[str, Any] = {
+        **{k: v for k, v in FORCED.items() if k != "parallel_tool_calls"},
+        "max_tokens": 60,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+    }
+    choice = client.chat.completions.create(**options).choices[0]
+    assert choice.finish_reason == "tool_calls"
+    whole = [(c.function.name, c.function.arguments) for c in choice.message.tool_calls]
+    assert len(set(whole)) == len(whole)
+    calls: dict[int, list[str]] = {}
+    finish = None
+    for chunk in client.chat.completions.create(**options, stream=True):
+        finish = chunk.choices[0].finish_reason or finish
+        for call in chunk.choices[0].delta.tool_calls or ():
+            name, arguments = calls.setdefault(call.index, ["", ""])
+            calls[call.index] = [
+                name + (call.function.name or ""),
+                arguments + (call.function.arguments or ""),
+            ]
+    assert finish == "tool_calls"
+    assert [tuple(calls[index]) for index in sorted(calls)] == whole
+    for _, arguments in whole:
+        json.loads(arguments)  # one JSON object per call

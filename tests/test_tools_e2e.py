@@ -272,3 +272,18 @@ def test_a_looping_call_is_closed_valid(
     assert message.stop_reason == "tool_use", message.content
     (call,) = tool_uses(message)
     jsonschema.validate(call.input, schema)
+
+
+def test_any_never_makes_the_same_call_twice(client: anthropic.Anthropic) -> None:
+    # Greedy, the 135M model once wrote this get_weather call twice in a turn.
+    schema: dict[str, Any] = dict(WEATHER["input_schema"])  # type: ignore[arg-type]
+    schema["properties"] = {
+        k: v for k, v in schema["properties"].items() if k != "unit"
+    }
+    tool = {**WEATHER, "input_schema": schema}
+    message = create(client, tools=[tool], tool_choice={"type": "any"})
+    assert message.stop_reason == "tool_use"
+    calls = [(c.name, json.dumps(c.input, sort_keys=True)) for c in tool_uses(message)]
+    assert calls and len(set(calls)) == len(calls)
+    for call in tool_uses(message):
+        jsonschema.validate(call.input, schema)

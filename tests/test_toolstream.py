@@ -209,3 +209,53 @@ def test_non_object_arguments_end_with_no_input() -> None:
 )
 def test_partial_suffix(text: str, marker: str, size: int) -> None:
     assert partial_suffix(text, marker) == size
+
+
+# --- a call repeated in one turn is a loop ----------------------------------
+
+
+def test_a_call_identical_to_an_earlier_one_is_dropped_and_ends_the_turn() -> None:
+    splitter = ToolCallSplitter(True)
+    once = call_text("weather", {"city": "Paris"})
+    events = [e for char in once + "\n" + once for e in splitter.feed(char)]
+    assert [type(e) for e in events] == [
+        ToolCallStart,
+        *[ToolCallDelta] * (len(events) - 2),
+        ToolCallEnd,
+    ]
+    assert splitter.repeated
+    assert [e.input for e in events if isinstance(e, ToolCallEnd)] == [
+        {"city": "Paris"}
+    ]
+
+
+def test_parallel_calls_to_one_tool_with_other_arguments_all_go_out() -> None:
+    splitter = ToolCallSplitter(True)
+    text = "\n".join(call_text("read", {"path": p}) for p in ("a.txt", "ab.txt"))
+    events = [e for char in text for e in splitter.feed(char)] + splitter.finish()
+    ends = [e.input for e in events if isinstance(e, ToolCallEnd)]
+    assert ends == [{"path": "a.txt"}, {"path": "ab.txt"}]
+    assert not splitter.repeated
+    first_end = next(i for i, e in enumerate(events) if isinstance(e, ToolCallEnd))
+    second = events[first_end + 1 :]
+    assert isinstance(second[0], ToolCallStart)  # held while it looked the same
+    assert json.loads(arguments_of(second)) == {"path": "ab.txt"}
+
+
+def test_a_repeat_fed_in_one_piece_is_dropped_too() -> None:
+    splitter = ToolCallSplitter(True)
+    once = call_text("weather", {"city": "Paris"})
+    events = splitter.feed(once) + splitter.feed("\n" + once) + splitter.finish()
+    assert len([e for e in events if isinstance(e, ToolCallStart)]) == 1
+    assert splitter.repeated
+
+
+def test_a_repeat_cut_off_by_max_tokens_is_dropped() -> None:
+    splitter = ToolCallSplitter(True)
+    once = call_text("weather", {"city": "Paris"})
+    events = splitter.feed(once + "\n" + once[:-12]) + splitter.finish()
+    assert len([e for e in events if isinstance(e, ToolCallStart)]) == 1
+    assert [e.input for e in events if isinstance(e, ToolCallEnd)] == [
+        {"city": "Paris"}
+    ]
+    assert splitter.repeated

@@ -138,6 +138,7 @@ class GrammarConstraint:
         self._constrained: list[int] = []  # tokens generated under the grammar
         self._scanner = JSONScanner()
         self._loop: list[int] = []  # the repeated run, once found
+        self._rearm = False  # watch for a new loop once the forced close is written
         self._closing: list[int] = []  # tokens forced to close a looping value
         if policy.forced:
             grammar = calls_grammar(family, policy, self._tokens)
@@ -219,8 +220,11 @@ class GrammarConstraint:
             if self._closing and token == self._closing[0]:
                 self._closing.pop(0)
             self._scanner.feed(self._loaded.tokenizer.decode([token]))
-            if self._loop and not self._closing and token not in self._loop:
-                self._loop, self._constrained = [], []  # closed: watch anew
+            if self._loop and self._rearm and not self._closing:
+                # A raw value's loop is closed by its own close: watch anew
+                # (the next value may loop too). A JSON loop keeps the output
+                # closing as soon as it can.
+                self._loop, self._constrained, self._rearm = [], [], False
             self._constrained.append(token)
             if not self._loop and (loop := ends_in_loop(self._constrained)):
                 log.info(
@@ -229,6 +233,7 @@ class GrammarConstraint:
                 )
                 self._loop = loop
                 self._closing = self._close_raw_value()
+                self._rearm = bool(self._closing)
             return
         if not self._watch:
             return

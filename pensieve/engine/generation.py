@@ -159,16 +159,20 @@ def split_tool_calls(
 ) -> Iterator[Item]:
     """Step text as text, thinking and tool-call events; Ended after the last.
 
-    A generation that made tool calls and ended its turn ends with `tool_use`.
+    A generation that made tool calls and ended its turn ends with `tool_use`,
+    as one that repeats a call it made (a loop: the repeat is left out).
     """
     for step in steps:
         if isinstance(step, KeepAlive):
             yield step
             continue
         yield from calls.feed(step.text)
+        if calls.repeated:
+            yield Ended("tool_use")
+            return
         if step.finish is not None:
             yield from calls.finish()
-            tool_use = calls.calls and step.finish == "end_turn"
+            tool_use = calls.calls and (step.finish == "end_turn" or calls.repeated)
             yield Ended("tool_use" if tool_use else step.finish)
             return
 

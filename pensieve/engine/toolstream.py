@@ -44,6 +44,65 @@ def head_pattern(syntax: CallSyntax) -> re.Pattern[str]:
     return re.compile(r"\s*" + pattern)
 
 
+class RepeatGuard:
+    """Keeps a call identical to one made earlier in the turn from the client.
+
+    A small model loops over whole calls: the same `get_weather` again, until
+    max_tokens. Parallel calls to one tool with other arguments are fine (two
+    files read at once), so a call is held back only while it is, so far, an
+    earlier call's name and a prefix of its arguments; once it differs, what
+    was held goes out and it streams on. A call that closes identical is
+    dropped and `repeated` turns true: the generation ends there (tool_use);
+    so is one cut off by max_tokens while it was still the same.
+    """
+
+    def __init__(self) -> None:
+        self.repeated = False
+        self._made: list[tuple[str, str, Any]] = []  # name, arguments text, input
+        self._held: list[Event] | None = None  # the current call, held back
+        self._call: tuple[str, str] = ("", "")  # its name, its arguments so far
+
+    def filter(self, events: list[Event]) -> list[Event]:
+        out: list[Event] = []
+        for event in events:
+            out.extend(self._event(event))
+        return out
+
+    def _event(self, event: Event) -> list[Event]:
+        if isinstance(event, ToolCallStart):
+            self._call = (event.name, "")
+            same_tool = any(name == event.name for name, _, _ in self._made)
+            self._held = [event] if same_tool else None
+            return [] if same_tool else [event]
+        if isinstance(event, ToolCallDelta):
+            self._call = (self._call[0], self._call[1] + event.partial_json)
+            return self._hold_or_flush(event)
+        if isinstance(event, ToolCallEnd):
+            name, text = self._call
+            same = any((name, event.input) == (n, i) for n, _, i in self._made)
+            if self._held is not None and (event.input is None or same):
+                # Identical, or cut off (max_tokens) while still identical so
+                # far: a repeat either way, never shown.
+                self._held, self.repeated = None, True
+                return []
+            self._made.append((name, text, event.input))
+            return self._flush(event)
+        return [event]
+
+    def _hold_or_flush(self, event: Event) -> list[Event]:
+        if self._held is None:
+            return [event]
+        name, text = self._call
+        if any(n == name and made.startswith(text) for n, made, _ in self._made):
+            self._held.append(event)
+            return []
+        return self._flush(event)
+
+    def _flush(self, event: Event) -> list[Event]:
+        held, self._held = self._held or [], None
+        return [*held, event]
+
+
 class JSONEnd:
     """Finds where a streamed JSON value ends (depth back to zero)."""
 
@@ -95,6 +154,12 @@ class ToolCallSplitter:
         self._buffer = ""
         self._space = ""  # the space before a call's trigger: the template's own
         self._call: dict[str, Any] = {}
+        self._repeats = RepeatGuard()
+
+    @property
+    def repeated(self) -> bool:
+        """The output repeated a call it made already: the turn is over."""
+        return self._repeats.repeated
 
     def feed(self, text: str) -> list[Event]:
         self._buffer += text
@@ -103,10 +168,13 @@ class ToolCallSplitter:
             state = self._state
             events.extend(getattr(self, f"_in_{state}")())
             if self._state == state:
-                return events
+                return self._repeats.filter(events)
 
     def finish(self) -> list[Event]:
         """Flush at the end: held-back text, or an unfinished call's last piece."""
+        return self._repeats.filter(self._finish())
+
+    def _finish(self) -> list[Event]:
         rest, self._buffer = self._buffer, ""
         if self._state == "reasoning":
             return [ThinkingDelta(rest)] if rest else []
