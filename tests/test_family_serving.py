@@ -396,3 +396,17 @@ def test_under_auto_the_grammar_takes_over_at_the_familys_own_marker(
     constraint.consume(np.array(written))
     mask = constraint.allowed(vocab)
     assert mask is not None and 0 < mask.sum() < vocab // 2
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_a_free_string_that_loops_is_closed_and_the_call_validates(
+    servers: Servers, case: Case
+) -> None:
+    """No maxLength: random weights repeat a word inside the string until the
+    loop guard closes it, by the family's own rules (JSON or raw values)."""
+    free = {**SCHEMA, "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    tool = {**WEATHER, "input_schema": free}
+    message = servers[case].message(forced(tools=[tool], max_tokens=200))
+    assert message["stop_reason"] == "tool_use", message
+    [use] = blocks(message, "tool_use")
+    jsonschema.validate(use["input"], free)

@@ -205,6 +205,8 @@ class GrammarConstraint:
         grammar accepts them now: the family's value close, quote or tail."""
         calls, tokenizer = self._family.calls, self._loaded.tokenizer
         form = calls.arguments
+        if form.style == "json" or self._matcher is None:
+            return []  # a JSON value closes by the JSON's own rules (`_closer`)
         for close in (form.quote, form.value_close, calls.tail):
             tokens = tokenizer.encode(close, add_special_tokens=False) if close else []
             if tokens and self._matcher.validate_tokens(tokens) == len(tokens):
