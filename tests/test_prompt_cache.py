@@ -195,10 +195,6 @@ def test_non_trimmable_layers_are_reused_only_on_exact_prefix() -> None:
     assert hit.kv is stored and hit.reused == 6 and len(cache) == 0
 
 
-@pytest.mark.xfail(
-    reason="a hit served from a trimmed copy does not refresh the entry's recency",
-    strict=True,
-)
 def test_a_copied_entry_counts_as_recently_used() -> None:
     cache = filled([1, 2, 3, 4], [7, 7], max_entries=2)
     assert cache.take([1, 2, 3, 9]).reused == 3  # uses the older entry

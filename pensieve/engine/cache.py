@@ -170,9 +170,10 @@ class PromptCache:
             if reused == 0:
                 return CacheHit(None, 0)
             entry = self._entries[index]
+            del self._entries[index]
             if reused == len(entry.tokens):
-                del self._entries[index]  # it will be extended in place
-                return CacheHit(entry.kv, reused)
+                return CacheHit(entry.kv, reused)  # it will be extended in place
+            self._entries.append(entry)  # kept, and now the most recently used
         # A longer entry: keep it, and start from a trimmed copy of it.
         from mlx_lm.models.cache import trim_prompt_cache
 
