@@ -114,10 +114,15 @@ def loaded_model(make: Callable[[], Any], tokenizer: Any) -> LoadedModel:
 
 
 def greedy(
-    loaded: LoadedModel, tokens: list[int], cache: PromptCache
+    loaded: LoadedModel,
+    tokens: list[int],
+    cache: PromptCache,
+    *,
+    max_tokens: int = 12,
+    kv_bits: int | None = None,
 ) -> tuple[int, list[str]]:
     """(tokens reused from `cache`, the greedy pieces of text)."""
-    sampling = SamplingParams(max_tokens=12, temperature=0.0)
+    sampling = SamplingParams(max_tokens=max_tokens, temperature=0.0)
     steps = list(
         decode(
             loaded,
@@ -126,6 +131,7 @@ def greedy(
             prefill_step_size=512,
             prompt_cache=cache,
             cancellation=Cancellation(),
+            kv_bits=kv_bits,
         )
     )
     return steps[0].cached or 0, [step.text for step in steps[1:]]
@@ -179,21 +185,9 @@ def test_quantized_kv_is_cached_and_reused(bundled_model_dir: Path) -> None:
 
     model, tokenizer = load(str(bundled_model_dir))
     loaded = LoadedModel(model, tokenizer, 8192, "cpu", 0.0)
-    sampling = SamplingParams(max_tokens=8, temperature=0.0)
 
     def run(tokens: list[int], cache: PromptCache) -> tuple[int, list[str]]:
-        steps = list(
-            decode(
-                loaded,
-                tokens,
-                sampling,
-                prefill_step_size=512,
-                prompt_cache=cache,
-                cancellation=Cancellation(),
-                kv_bits=8,
-            )
-        )
-        return steps[0].cached or 0, [step.text for step in steps[1:]]
+        return greedy(loaded, tokens, cache, max_tokens=8, kv_bits=8)
 
     cache = PromptCache(max_entries=4, max_bytes=1 << 30)
     first = tokenizer.encode("The capital of France is")

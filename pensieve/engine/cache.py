@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .prompt import hf_tokenizer
+
 log = logging.getLogger(__name__)
 
 
@@ -149,8 +151,6 @@ class PromptCache:
         start = common_prefix(best, prompt)
         if start == len(best):
             return prompt
-        from .prompt import hf_tokenizer
-
         decode = functools.partial(
             hf_tokenizer(tokenizer).decode,
             skip_special_tokens=False,
