@@ -253,3 +253,12 @@ def test_config_show_estimates_the_auto_budget(instance: Path) -> None:
     result = CliRunner().invoke(cli, ["config", "show"])
     [line] = [line for line in result.output.splitlines() if "PROMPT_CACHE_MB" in line]
     assert "auto (~" in line and "GiB free of" in line and "margin" in line
+
+
+def test_kv_bits_is_off_8_or_4(instance: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert engine_settings(load_settings()).kv_bits is None
+    monkeypatch.setenv("PENSIEVE_KV_BITS", "8")
+    assert engine_settings(load_settings()).kv_bits == 8
+    result = CliRunner().invoke(cli, ["config", "show"], env={"PENSIEVE_KV_BITS": "3"})
+    assert result.exit_code != 0
+    assert "must be one of off, 8, 4; got '3'" in result.output + result.stderr
