@@ -12,18 +12,19 @@ import pytest
 from mlx_lm.models.cache import KVCache, RotatingKVCache
 
 from pensieve.engine.cache import PromptCache, common_prefix
-from pensieve.engine.memory import FreeMemory, cache_budget, ram
+from pensieve.engine.memory import FreeMemory, cache_budget, free_memory, ram
+from pensieve.engine.prompt import Rendered
 
 BIG = 1 << 40
 
 
-def kv(n_tokens: int, layers: int = 2) -> list[Any]:
+def kv(n_tokens: int, layers: int = 2, dims: int = 4) -> list[Any]:
     """A trimmable KV cache holding `n_tokens` (values 0..n-1 along the tokens)."""
     caches = []
     for _ in range(layers):
         cache = KVCache()
         steps = mx.arange(n_tokens, dtype=mx.float32).reshape(1, 1, n_tokens, 1)
-        keys = mx.broadcast_to(steps, (1, 2, n_tokens, 4))
+        keys = mx.broadcast_to(steps, (1, 2, n_tokens, dims))
         cache.update_and_fetch(keys, keys)
         caches.append(cache)
     return caches
@@ -103,6 +104,48 @@ def test_longer_entry_gives_a_trimmed_copy_and_stays() -> None:
     assert kept[0, 0, :, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     assert offsets(stored) == [6, 6] and len(cache) == 1
     assert cache.take([1, 2, 3, 4, 0]).reused == 4  # still there, untouched
+
+
+def test_a_partial_hit_copies_only_the_tokens_it_reuses() -> None:
+    cache = PromptCache(max_entries=4, max_bytes=BIG)
+    stored = kv(600)  # buffers of 768 tokens (mlx-lm grows them by 256)
+    cache.store(list(range(600)), stored)
+    hit = cache.take([0, 1, 2, 9999])  # e.g. just the chat template's head
+    assert hit.reused == 3 and hit.kv is not None
+    # Slices of the entry's arrays: nothing of its 600 tokens was copied.
+    assert [layer.keys.shape[2] for layer in hit.kv] == [3, 3]
+    assert [layer.keys.shape[2] for layer in stored] == [768, 768]
+    extra = mx.full((1, 2, 1, 4), 99.0)
+    keys, _ = hit.kv[0].update_and_fetch(extra, extra)
+    assert keys[0, 0, :, 0].tolist() == [0.0, 1.0, 2.0, 99.0]
+    assert stored[0].keys[0, 0, 3, 0].item() == 3.0  # the entry is untouched
+
+
+def test_a_partial_hit_on_quantized_kv_is_the_entrys_prefix() -> None:
+    cache = PromptCache(max_entries=4, max_bytes=BIG)
+    stored = [layer.to_quantized(group_size=32, bits=8) for layer in kv(40, dims=64)]
+    whole = [mx.dequantize(*layer.keys, group_size=32, bits=8) for layer in stored]
+    cache.store(list(range(40)), stored)
+    hit = cache.take([*range(10), 9999])
+    assert hit.reused == 10 and hit.kv is not None
+    extra = mx.full((1, 2, 1, 64), 99.0)
+    keys, _ = hit.kv[0].update_and_fetch(extra, extra)
+    keys = mx.dequantize(*keys, group_size=32, bits=8)
+    assert mx.array_equal(keys[..., :10, :], whole[0][..., :10, :])
+    assert keys[0, 0, 10, 0].item() == pytest.approx(99.0, rel=0.01)
+    after = mx.dequantize(*stored[0].keys, group_size=32, bits=8)
+    assert mx.array_equal(after, whole[0]) and stored[0].offset == 40
+
+
+def test_a_partial_hit_on_a_sliding_window_that_has_not_wrapped() -> None:
+    cache = PromptCache(max_entries=4, max_bytes=BIG)
+    window = RotatingKVCache(max_size=16)
+    keys = mx.arange(6, dtype=mx.float32).reshape(1, 1, 6, 1) * mx.ones((1, 2, 6, 4))
+    window.update_and_fetch(keys, keys)
+    cache.store([1, 2, 3, 4, 5, 6], [window])
+    hit = cache.take([1, 2, 3, 9])
+    assert hit.reused == 3 and hit.kv is not None and hit.kv[0] is not window
+    assert hit.kv[0].offset == 3 and window.offset == 6
 
 
 def test_a_prompt_equal_to_an_entry_leaves_one_token_to_compute() -> None:
@@ -225,7 +268,7 @@ def test_a_prompt_is_spelt_in_the_tokens_the_model_generated(tokenizer: Any) -> 
     canonical = encode(tokenizer, text)
     cache = filled(generated)
     assert common_prefix(canonical, generated) < len(generated)  # the premise
-    aligned = cache.align(text, canonical, tokenizer)
+    aligned = cache.align(Rendered(text, tokenizer))
     assert aligned[: len(generated)] == generated
     assert tokenizer.decode(aligned) == text
     assert cache.peek(aligned) == len(generated)
@@ -235,8 +278,8 @@ def test_align_keeps_the_prompt_when_no_entry_spells_its_text(tokenizer: Any) ->
     other = encode(tokenizer, "Something else entirely")
     text = "Q: hi\nA: Hello"
     canonical = encode(tokenizer, text)
-    assert filled(other).align(text, canonical, tokenizer) == canonical
-    assert filled().align(text, canonical, tokenizer) == canonical
+    assert filled(other).align(Rendered(text, tokenizer)) == canonical
+    assert filled().align(Rendered(text, tokenizer)) == canonical
 
 
 def test_align_takes_the_part_of_an_entry_that_still_spells_the_text(
@@ -244,11 +287,31 @@ def test_align_takes_the_part_of_an_entry_that_still_spells_the_text(
 ) -> None:
     generated = encode(tokenizer, "Q: hi\nA: Hel") + encode(tokenizer, "lo there")
     text = "Q: hi\nA: Hello world"  # the entry's last word differs
-    aligned = filled(generated).align(text, encode(tokenizer, text), tokenizer)
+    aligned = filled(generated).align(Rendered(text, tokenizer))
     assert tokenizer.decode(aligned) == text
     assert common_prefix(aligned, generated) > common_prefix(
         encode(tokenizer, text), generated
     )
+
+
+def test_after_a_whole_entry_only_the_rest_is_tokenised(tokenizer: Any) -> None:
+    """An agent's next turn: the cached turn's text begins the prompt, so only
+    the new text is tokenised (a 20k-token prompt's encode is ~40 ms)."""
+    turn = encode(tokenizer, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    turn += encode(tokenizer, "Hel") + encode(tokenizer, "lo<|im_end|>")
+    rest = "\n<|im_start|>user\nand then?<|im_end|>\n"
+    text = tokenizer.decode(turn) + rest
+    seen: list[str] = []
+
+    class Counting(Rendered):
+        def encode(self, text: str) -> list[int]:
+            seen.append(text)
+            return super().encode(text)
+
+    aligned = filled(turn).align(Counting(text, tokenizer))
+    assert seen == [rest]  # never the whole prompt
+    assert aligned == turn + encode(tokenizer, rest)
+    assert tokenizer.decode(aligned) == text
 
 
 # --- the budget: sized from the device, and entries that outgrow it ---------
@@ -301,3 +364,22 @@ def test_the_budget_is_free_memory_less_a_margin(
 def test_the_cpus_memory_is_the_ram_available() -> None:
     memory = ram()
     assert 0 < memory.free <= memory.total
+
+
+@pytest.mark.parametrize(
+    ("info", "free_gib"),
+    [
+        # mlx's CUDA backend reports the device's free memory itself...
+        ({"total_memory": 140 * 2**30, "free_memory": 100 * 2**30}, 100),
+        # ...Metal a recommended working set, less what mlx holds (1 GiB here).
+        ({"max_recommended_working_set_size": 48 * 2**30}, 47),
+    ],
+)
+def test_the_free_memory_of_a_gpu(
+    monkeypatch: pytest.MonkeyPatch, info: dict[str, int], free_gib: int
+) -> None:
+    monkeypatch.setattr(mx, "device_info", lambda: info)
+    monkeypatch.setattr(mx, "get_active_memory", lambda: 2**30)
+    monkeypatch.setattr(mx, "get_cache_memory", lambda: 0)
+    memory = free_memory("gpu")
+    assert memory.free == free_gib * 2**30

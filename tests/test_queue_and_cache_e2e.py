@@ -125,6 +125,8 @@ def test_full_queue_gets_529_with_retry_after(small_queue_server: Server) -> Non
         time.sleep(0.1)
     health = requests.get(f"{server.url}/health", timeout=5).json()
     assert health["running"]["request_id"].startswith("req_")
+    memory = health["memory"]  # mlx's allocator: the model and the live KV
+    assert memory["mlx_peak_bytes"] >= memory["mlx_active_bytes"] > 50 * 2**20
 
     client = anthropic.Anthropic(base_url=server.url, api_key=API_KEY, max_retries=0)
     with pytest.raises(anthropic.OverloadedError) as caught:

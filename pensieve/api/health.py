@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from ..engine.memory import mlx_memory
 from ..extension import get_engine
 from ..lifecycle import drain_of
 
@@ -46,7 +47,7 @@ def health() -> tuple[Response, int]:
         "context_length": loaded.context_length if loaded else None,
         "load_seconds": round(loaded.load_seconds, 3) if loaded else None,
         "cpu_profile": list(loaded.profile) if loaded else None,
-        "memory": {"rss_bytes": rss_bytes()},
+        "memory": {"rss_bytes": rss_bytes(), **(mlx_memory() if loaded else {})},
         "uptime_seconds": round(time.time() - engine.started_at, 1),
         "requests_waiting": engine.waiting,
         "running": asdict(engine.running) if engine.running else None,

@@ -280,9 +280,7 @@ class Engine:
             cached = self.prompt_cache.peek(token_ids)
             return fit_prompt(token_ids, loaded.context_length, cached)
         rendered = render_request(loaded, request)
-        token_ids = self.prompt_cache.align(
-            rendered.text, rendered.token_ids, loaded.tokenizer
-        )
+        token_ids = self.prompt_cache.align(rendered)
         cached = self.prompt_cache.peek(token_ids)
         prompt = fit_prompt(
             token_ids,

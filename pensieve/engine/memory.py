@@ -42,14 +42,17 @@ def describe(budget: int, memory: FreeMemory) -> str:
 
 
 def free_memory(backend: str) -> FreeMemory:
-    """The device's memory after the model loaded: Metal's recommended working
-    set or the CUDA device's memory, less what mlx holds; on the CPU the RAM
-    the system has available."""
+    """The device's memory after the model loaded: on CUDA what the device
+    reports free; on Metal the recommended working set less what mlx holds;
+    on the CPU the RAM the system has available."""
     if backend == "cpu":
         return ram()
     import mlx.core as mx
 
     info = mx.device_info()
+    if "free_memory" in info:  # CUDA: what the device has free, all processes
+        free = int(info["free_memory"])
+        return FreeMemory(int(info["total_memory"]), free, f"{backend} memory free")
     total = int(
         info.get("max_recommended_working_set_size") or info.get("memory_size") or 0
     )
@@ -72,3 +75,16 @@ def ram() -> FreeMemory:
     page = os.sysconf("SC_PAGE_SIZE")
     total = os.sysconf("SC_PHYS_PAGES") * page
     return FreeMemory(total, total // 2, "half the RAM")
+
+
+def mlx_memory() -> dict[str, int]:
+    """What mlx's allocator holds now, at its peak, and keeps for reuse, in
+    bytes. Only after the model loaded (mlx is initialised by then); these
+    are counters, safe to read from any thread."""
+    import mlx.core as mx
+
+    return {
+        "mlx_active_bytes": int(mx.get_active_memory()),
+        "mlx_peak_bytes": int(mx.get_peak_memory()),
+        "mlx_cache_bytes": int(mx.get_cache_memory()),
+    }

@@ -12,11 +12,12 @@ system prompt, calls as `<tool_call>` JSON in assistant turns, results as
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateError
@@ -62,10 +63,18 @@ class TemplateRenderError(ValueError):
 
 @dataclass(frozen=True)
 class Rendered:
-    """A rendered prompt: its text and its tokens."""
+    """A rendered prompt: its text, and its tokens once asked for (the prompt
+    cache may tokenise only the text after a cached entry's)."""
 
     text: str
-    token_ids: list[int]
+    tokenizer: Any = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def token_ids(self) -> list[int]:
+        return self.encode(self.text)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
 
 
 def thinking_switch(thinking: Thinking | None) -> dict[str, Any]:
@@ -118,7 +127,7 @@ def render_conversation(
         raise TemplateRenderError(
             f"the model's chat template cannot render this conversation: {failure}"
         ) from None
-    return Rendered(text, tokenizer.encode(text, add_special_tokens=False))
+    return Rendered(text, tokenizer)
 
 
 def hf_tokenizer(tokenizer: Any) -> Any:

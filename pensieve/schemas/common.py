@@ -7,6 +7,8 @@ answers both the same way (in each face's own error envelope).
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -88,10 +90,20 @@ class JSONSchemaField(fields.Dict):
 
 
 def json_schema_problem(schema: dict[str, Any]) -> str | None:
-    """Why `schema` cannot be used (not valid, or not buildable), or None."""
+    """Why `schema` cannot be used (not valid, or not buildable), or None.
+
+    Agents send the same tools on every turn (Claude Code's ~100 schemas
+    take ~0.2 s to check): the answer is remembered by the schema's text.
+    """
+    return _schema_problem(json.dumps(schema, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=2048)
+def _schema_problem(text: str) -> str | None:
     import jsonschema
     import llguidance
 
+    schema = json.loads(text)
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as error:
