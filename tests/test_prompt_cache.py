@@ -12,6 +12,7 @@ import pytest
 from mlx_lm.models.cache import KVCache, RotatingKVCache
 
 from pensieve.engine.cache import PromptCache, common_prefix
+from pensieve.engine.decoding import reserve
 from pensieve.engine.memory import FreeMemory, cache_budget, free_memory, ram
 from pensieve.engine.prompt import Rendered
 
@@ -383,3 +384,22 @@ def test_the_free_memory_of_a_gpu(
     monkeypatch.setattr(mx, "get_cache_memory", lambda: 0)
     memory = free_memory("gpu")
     assert memory.free == free_gib * 2**30
+
+
+def test_a_reserved_kv_takes_the_prompt_in_one_buffer() -> None:
+    """The prompt's chunks are written into one buffer, not regrown (and
+    copied) chunk by chunk; once it is in, growth is mlx-lm's again."""
+    layers = [KVCache(), RotatingKVCache(max_size=64)]
+    reserve(layers, 1000)
+    buffers = set()
+    for _ in range(10):
+        chunk = mx.ones((1, 2, 100, 4))
+        for layer in layers:
+            layer.update_and_fetch(chunk, chunk)
+        buffers.add(layers[0].keys.shape[2])
+    assert buffers == {1024} and layers[0].offset == 1000
+    reserve(layers, 0)
+    assert layers[0].step == KVCache.step == 256
+    one = mx.ones((1, 2, 30, 4))
+    layers[0].update_and_fetch(one, one)
+    assert layers[0].keys.shape[2] == 1000 + 256  # grown by one step
