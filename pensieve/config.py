@@ -241,6 +241,9 @@ def engine_settings(config: Mapping[str, Any]) -> EngineSettings:
         prompt_cache_bytes=None
         if (megabytes := config["PROMPT_CACHE_MB"]) in (None, "auto")
         else megabytes * 1024**2,
+        prompt_cache_dir=Path(folder).expanduser()
+        if (folder := config["PROMPT_CACHE_DIR"])
+        else None,
         prefill_step_size=config["PREFILL_STEP_SIZE"],
         kv_bits=None if config["KV_BITS"] == "off" else int(config["KV_BITS"]),
         cpu_profile=CPUProfile(

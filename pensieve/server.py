@@ -19,6 +19,7 @@ from typing import Any
 import gevent
 from gunicorn.workers.ggevent import GeventWorker
 
+from .extension import engine_of
 from .lifecycle import Drain, drain_of
 
 # gunicorn's master kills the worker `graceful_timeout` seconds after SIGTERM;
@@ -71,6 +72,7 @@ class DrainingGeventWorker(GeventWorker):
             )
         else:
             self.log.info("drained: no request in flight")
+            engine_of(self.wsgi).persist_prompt_cache()
             for client in list(self.connections):
                 end_reads(client)
         self.alive = False

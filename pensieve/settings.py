@@ -214,6 +214,13 @@ SETTINGS: tuple[Setting, ...] = (
         "memory, at some drift from full-precision output (see README).",
     ),
     Setting(
+        "PROMPT_CACHE_DIR",
+        "",
+        str,
+        "A folder where the prompt cache's entries are written at shutdown and "
+        "read back at the next start on the same model (empty: not kept).",
+    ),
+    Setting(
         "PREFILL_STEP_SIZE",
         512,
         integer(1),

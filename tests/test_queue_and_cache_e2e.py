@@ -189,3 +189,29 @@ def test_a_non_streaming_client_that_leaves_frees_the_model(
     assert cancelled[before:], server.log()[-2000:]
     assert int(cancelled[-1]) < 100  # not the 400 asked for
     assert time.monotonic() - started < 30
+
+
+def test_the_prompt_cache_outlives_a_restart(
+    cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """PROMPT_CACHE_DIR: SIGTERM writes the entries, the next start reads them,
+    and its first request is a hit that answers as the first server did."""
+    kept = tmp_path_factory.mktemp("kept-prompt-cache")
+    body = conversation("ddd", "Name a large city.")
+    with bundled_server(cache_dir, tmp_path_factory, PROMPT_CACHE_DIR=str(kept)) as old:
+        before = ask(old, **body).json()
+        assert before["usage"]["cache_read_input_tokens"] < 20
+    assert "prompt cache: wrote 1 entries" in old.log()  # at SIGTERM, drained
+    with bundled_server(cache_dir, tmp_path_factory, PROMPT_CACHE_DIR=str(kept)) as new:
+        after = ask(new, **conversation("eee", "Name a large city.")).json()
+        log = new.log()
+    assert "prompt cache: restored 1 entries" in log
+    prompt = sum(before["usage"][key] for key in PROMPT_KEYS)
+    assert after["usage"]["cache_read_input_tokens"] == prompt - 1
+    assert after["content"] == before["content"]
+    # Another precision makes other KV: its entries are not reused.
+    with bundled_server(
+        cache_dir, tmp_path_factory, PROMPT_CACHE_DIR=str(kept), KV_BITS="8"
+    ) as other:
+        assert ask(other, **body).json()["usage"]["cache_read_input_tokens"] < 20
+    assert "is for another model: skipped" in other.log()

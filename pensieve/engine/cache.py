@@ -228,16 +228,22 @@ class PromptCache:
         # A longer entry: keep it, and start from its first `reused` tokens.
         return CacheHit(prefix_of(entry.kv, len(entry.tokens), reused), reused)
 
-    def store(self, tokens: list[int], kv: list[Any]) -> None:
-        """Keep `kv`, which holds exactly `tokens`, evicting the least recently used."""
+    def entries(self) -> list[CacheEntry]:
+        """The entries now, least recently used first."""
+        with self._guard:
+            return list(self._entries)
+
+    def store(self, tokens: list[int], kv: list[Any]) -> bool:
+        """Keep `kv`, which holds exactly `tokens`, evicting the least recently
+        used; False when nothing of it could be kept."""
         if not self.enabled or not tokens:
-            return
+            return False
         assert self.max_bytes is not None  # enabled
         entry = CacheEntry(list(tokens), kv, sum(c.nbytes for c in kv))
         if entry.nbytes > self.max_bytes:
             entry = fitting_prefix(entry, self.max_bytes)
             if entry is None:
-                return
+                return False
         with self._guard:
             # An entry that is a prefix of the new one is now redundant.
             self._entries = [
@@ -248,6 +254,7 @@ class PromptCache:
             self._entries.append(entry)
             while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
                 self._entries.pop(0)
+        return True
 
     @staticmethod
     def _usable(entry: CacheEntry, prompt: Sequence[int]) -> int:

@@ -24,6 +24,7 @@ from .events import Event, KeepAlive, Prompt
 from .generation import ClientGone, GenerationSettings, never, run_generation
 from .loading import LoadedModel, load_model
 from .memory import cache_budget, describe
+from .persist import load_entries, save_entries
 from .prompt import opens_reasoning, pending_lead, render_request
 from .request import (
     GenerationRequest,
@@ -183,6 +184,39 @@ class Engine:
                 ", ".join(loaded.profile) or "off",
             )
             self.size_prompt_cache(loaded)
+            if self.settings.prompt_cache_dir is not None:
+                assert self._thread is not None  # start() made it
+                self._thread.submit(self._restore_prompt_cache, loaded)
+
+    def _restore_prompt_cache(self, loaded: LoadedModel) -> None:
+        """On the inference thread, before any request: last run's entries."""
+        assert self.settings.prompt_cache_dir is not None
+        try:
+            load_entries(
+                self.prompt_cache, self.settings.prompt_cache_dir, self._key(loaded)
+            )
+        except Exception:  # the cache is an optimisation: serve without it
+            log.exception("prompt cache: restoring failed")
+
+    def persist_prompt_cache(self) -> None:
+        """Write the prompt cache's entries to PROMPT_CACHE_DIR (at shutdown,
+        once no request runs). Waits for the inference thread."""
+        loaded = self.loaded_now()
+        folder = self.settings.prompt_cache_dir
+        if folder is None or loaded is None or self._thread is None:
+            return
+        try:
+            self._thread.call(
+                save_entries, self.prompt_cache, folder, self._key(loaded)
+            )
+        except Exception:
+            log.exception("prompt cache: writing to %s failed", folder)
+
+    def _key(self, loaded: LoadedModel) -> str:
+        """What a kept entry must have been made with to be reused."""
+        kv = self.settings.kv_bits or "full"
+        profile = ", ".join(loaded.profile) or "off"
+        return f"{self.resolve().path}; KV {kv}; CPU profile {profile}"
 
     def when_loaded(self, callback: Callable[[LoadedModel], None]) -> None:
         """Call `callback(loaded)` once the model has loaded (not if it fails)."""

@@ -28,6 +28,7 @@ class EngineSettings:
     queue_retry_after: int = 5
     prompt_cache_entries: int = 4
     prompt_cache_bytes: int | None = None  # None: sized from the device at load
+    prompt_cache_dir: Path | None = None  # entries kept across restarts
     prefill_step_size: int = 512
     kv_bits: int | None = None  # quantized KV cache (8 or 4 bits), or full precision
     cpu_profile: CPUProfile = field(default_factory=CPUProfile)
