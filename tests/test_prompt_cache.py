@@ -315,6 +315,19 @@ def test_after_a_whole_entry_only_the_rest_is_tokenised(tokenizer: Any) -> None:
     assert tokenizer.decode(aligned) == text
 
 
+def test_a_longer_entry_that_spells_more_wins_over_a_whole_shorter_one(
+    tokenizer: Any,
+) -> None:
+    """A turn's whole text may begin the prompt while another entry (the
+    model's call, spelt in its own tokens) covers more of it in part."""
+    head = encode(tokenizer, "Q: hi\nA:")
+    generated = head + encode(tokenizer, " Hel") + encode(tokenizer, "lo there")
+    text = "Q: hi\nA: Hello world"  # the generated entry's last word differs
+    aligned = filled(generated, head).align(Rendered(text, tokenizer))
+    assert tokenizer.decode(aligned) == text
+    assert common_prefix(aligned, generated) > len(head) + 1
+
+
 # --- the budget: sized from the device, and entries that outgrow it ---------
 
 

@@ -201,7 +201,15 @@ class PromptCache:
         whole = [entry for entry in held if text.startswith(entry.text(decode))]
         if whole:
             entry = max(whole, key=lambda entry: len(entry.tokens))
-            return entry.tokens + rendered.encode(text[len(entry.text(decode)) :])
+            spelt = entry.text(decode)
+            # Unless another entry spells more of the text (in part: below).
+            if not any(
+                len(other.text(decode)) > len(spelt)
+                and text.startswith(other.text(decode)[: len(spelt) + 1])
+                for other in held
+                if all(other is not entry for entry in whole)
+            ):
+                return entry.tokens + rendered.encode(text[len(spelt) :])
         prompt = rendered.token_ids
         best = max(
             (entry.tokens for entry in held),
