@@ -20,7 +20,13 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from .dialect import speaks_openai
-from .engine import ClientGone, EngineBusy, EngineUnavailable, PromptTooLong
+from .engine import (
+    ClientGone,
+    EngineBusy,
+    EngineUnavailable,
+    PromptTooLong,
+    SamplingOutOfRange,
+)
 from .engine.prompt import TemplateRenderError
 from .engine.tools import GrammarError
 from .sse import DataEvent, ServerSentEvent
@@ -167,6 +173,10 @@ def as_api_error(error: Exception) -> APIError:
         return InvalidRequest(f"not supported for constrained decoding: {error}")
     if isinstance(error, TemplateRenderError):
         return InvalidRequest(str(error))
+    if isinstance(error, RecursionError):  # a body nested past what we handle
+        return InvalidRequest("request is nested too deeply")
+    if isinstance(error, SamplingOutOfRange):
+        return InvalidRequest(str(error), param=error.param)
     if isinstance(error, PromptTooLong):
         return InvalidRequest(str(error), code="context_length_exceeded")
     if isinstance(error, EngineBusy):

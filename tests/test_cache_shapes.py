@@ -197,3 +197,33 @@ def test_quantized_kv_is_cached_and_reused(bundled_model_dir: Path) -> None:
     second = entry.tokens + tokenizer.encode(" and of Italy", add_special_tokens=False)
     reused, warm = run(second, cache)
     assert reused == len(entry.tokens) and warm  # it answers (maybe briefly)
+
+
+def test_a_failed_sampler_spoils_neither_later_requests_nor_the_cache(
+    tokenizer: Any,
+) -> None:
+    """mlx-lm's compiled top-k fails past the vocabulary, leaving mlx's random
+    state without a value (every later sampled request then failed). The
+    engine refuses such a top_k first; behind that, decode reseeds and keeps
+    no KV of the failed run."""
+    loaded = loaded_model(MODELS["sliding-window-within"], tokenizer)
+    cache = PromptCache(max_entries=4, max_bytes=1 << 30)
+    tokens = list(range(100, 140))
+
+    def sample(top_k: int) -> list[Any]:
+        sampling = SamplingParams(max_tokens=3, temperature=1.0, top_k=top_k)
+        steps = decode(
+            loaded,
+            tokens,
+            sampling,
+            prefill_step_size=512,
+            prompt_cache=cache,
+            cancellation=Cancellation(),
+        )
+        return list(steps)
+
+    with pytest.raises(ValueError, match="top_k"):
+        sample(top_k=10**6)
+    assert len(cache) == 0  # nothing kept of the failed run
+    assert len(sample(top_k=0)) == 4  # the first step, then 3 tokens
+    assert len(cache) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import pytest
@@ -429,4 +431,68 @@ def test_models_list_and_retrieve(client: FlaskClient) -> None:
 def test_body_over_the_limit_is_413(app: Flask) -> None:
     app.config["MAX_CONTENT_LENGTH"] = 1000
     response = post(app.test_client(), {**OK_BODY, "pad": "x" * 2000})
+    assert_error(response, 413, "request_too_large")
+
+
+# --- bodies that once got a 500 (hardening) --------------------------------
+
+
+def raw_post(client: FlaskClient, path: str, raw: bytes, **headers: str) -> Any:
+    return client.post(
+        path,
+        data=raw,
+        headers={"x-api-key": KEY, "content-type": "application/json", **headers},
+    )
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/chat/completions"])
+def test_json_nested_past_the_parser_is_a_400(client: FlaskClient, path: str) -> None:
+    response = raw_post(client, path, b"[" * 100_000 + b"]" * 100_000)
+    assert response.status_code == 400
+    assert "nested too deeply" in response.get_data(as_text=True)
+    assert post(client, OK_BODY).status_code == 200  # and it serves on
+
+
+def test_a_schema_nested_past_the_grammar_builder_is_a_400(client: FlaskClient) -> None:
+    depth = 450  # 900 levels of JSON: the parser takes it, the checks recurse
+    schema = '{"type": "object", "properties": {"a": ' * depth + '{"type": "string"}'
+    schema += "}}" * depth
+    raw = (
+        '{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": '
+        f'"Hi"}}], "tools": [{{"name": "deep", "input_schema": {schema}}}]}}'
+    )
+    message = assert_error(
+        raw_post(client, "/v1/messages", raw.encode()), 400, "invalid_request_error"
+    )
+    assert "tools.0.input_schema" in message and "nested too deeply" in message
+
+
+def test_a_lone_surrogate_is_a_400_naming_where_a_pair_is_text(
+    client: FlaskClient,
+) -> None:
+    def body(text: str) -> bytes:
+        turn = {"role": "user", "content": text}
+        return json.dumps({**OK_BODY, "messages": [turn]}).encode()
+
+    lone = body("a\ud800b")
+    message = assert_error(
+        raw_post(client, "/v1/messages", lone), 400, "invalid_request_error"
+    )
+    assert message.startswith("messages.0.content: contains a lone UTF-16 surrogate")
+    assert raw_post(client, "/v1/messages", body("a😀b")).status_code == 200
+
+
+def test_a_chunked_body_over_the_limit_is_413(app: Flask) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    body = json.dumps({**OK_BODY, "pad": "x" * 2000}).encode()
+    response = app.test_client().post(
+        "/v1/messages",
+        input_stream=io.BytesIO(body),
+        headers={
+            "x-api-key": KEY,
+            "content-type": "application/json",
+            "transfer-encoding": "chunked",
+        },
+        environ_overrides={"wsgi.input_terminated": True},  # as gunicorn's
+    )
     assert_error(response, 413, "request_too_large")

@@ -246,3 +246,20 @@ def test_pings_keep_the_stream_alive_during_prefill(server: Server) -> None:
     names = [name for name, _ in sse_events(post(server, body))]
     before_first_token = names[: names.index("content_block_delta")]
     assert before_first_token.count("ping") >= 2, names
+
+
+@pytest.mark.parametrize("top_k", [50_000, 10**30])
+def test_a_top_k_past_the_vocabulary_is_a_400_and_sampling_goes_on(
+    server: Server, top_k: int
+) -> None:
+    """mlx-lm's top-k fails past the vocabulary (49,152 tokens here), which
+    once left every later sampled request failing with a 500."""
+    body = {"model": "m", "max_tokens": 4, "temperature": 1.0}
+    body["messages"] = [{"role": "user", "content": "Hi"}]
+    refused = post(server, {**body, "top_k": top_k})
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith("top_k: must be less than 49152")
+    assert post(server, {**body, "top_k": 49_151}).status_code == 200
+    assert post(server, body).status_code == 200

@@ -34,6 +34,8 @@ CHAT_VIOLATIONS = [
         "stream_options.include_usage",
     ),
     ({"seed": 1.5}, "seed"),
+    ({"seed": 2**64}, "seed"),  # mlx takes a uint64 seed
+    ({"seed": -1}, "seed"),
     ({"presence_penalty": 3}, "presence_penalty"),
     ({"logprobs": True}, "logprobs"),
     ({"model": ""}, "model"),

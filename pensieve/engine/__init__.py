@@ -28,6 +28,7 @@ from .generation import ClientGone
 from .request import (
     ChatMessage,
     GenerationRequest,
+    SamplingOutOfRange,
     SamplingParams,
     Thinking,
     ToolCall,
@@ -54,6 +55,7 @@ __all__ = [
     "KeepAlive",
     "Prompt",
     "PromptTooLong",
+    "SamplingOutOfRange",
     "SamplingParams",
     "TextDelta",
     "Thinking",

@@ -10,6 +10,7 @@ as a logits processor, and a seed.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -70,12 +71,9 @@ def decode(
     cancelled or stopped generation) back into the prompt cache.
     """
     import mlx.core as mx
-    from mlx_lm.generate import stream_generate
     from mlx_lm.models.cache import make_prompt_cache
-    from mlx_lm.sample_utils import make_sampler
 
     assert sampling.max_tokens is not None, "effective_sampling sets it"
-    processors = [constraint.build(loaded)] if constraint is not None else None
     if sampling.seed is not None:
         mx.random.seed(sampling.seed)  # global, and safe: one generation at a time
     hit = prompt_cache.take(token_ids)
@@ -83,23 +81,17 @@ def decode(
     reserve(kv, len(token_ids) - hit.reused)
     yield Step("", cached=hit.reused)
     generated: list[int] = []
+    failed = False
     try:
         responses = stream_generate(
-            loaded.model,
-            loaded.tokenizer,
-            mx.array(token_ids[hit.reused :]),
-            max_tokens=sampling.max_tokens,
-            sampler=make_sampler(
-                temp=sampling.temperature,
-                top_p=sampling.top_p or 0.0,
-                top_k=sampling.top_k or 0,
-            ),
-            prompt_cache=kv,
-            logits_processors=processors,
+            loaded,
+            token_ids[hit.reused :],
+            sampling,
+            kv,
             prefill_step_size=prefill_step_size,
-            # Quantized from the first token (mlx-lm's default waits for 5,000).
-            **({"kv_bits": kv_bits, "quantized_kv_start": 0} if kv_bits else {}),
-            prompt_progress_callback=cancellation.check,
+            processors=[constraint.build(loaded)] if constraint is not None else None,
+            kv_bits=kv_bits,
+            progress=cancellation.check,
         )
         for response in responses:
             if not generated:  # the prompt is in: grow by mlx-lm's steps again
@@ -107,11 +99,55 @@ def decode(
             generated.append(response.token)
             finish = FINISH_OF.get(response.finish_reason or "")
             yield Step(response.text, finish)  # type: ignore[arg-type]
+    except Cancelled:
+        raise
+    except Exception:
+        # A failed compiled step (a sampler's, say) leaves mlx's random state
+        # without a value: every later sampled request would fail. Its KV may
+        # be half-built: it is not kept.
+        mx.random.seed(secrets.randbits(64))
+        failed = True
+        raise
     finally:
         known = token_ids + generated
         held = held_tokens(kv)
-        if held is not None and held <= len(known):
+        if not failed and held is not None and held <= len(known):
             prompt_cache.store(known[:held], kv)
+
+
+def stream_generate(
+    loaded: LoadedModel,
+    tokens: list[int],
+    sampling: SamplingParams,
+    kv: list[Any],
+    *,
+    prefill_step_size: int,
+    processors: list[Any] | None,
+    kv_bits: int | None,
+    progress: Any,
+) -> Iterator[Any]:
+    """mlx-lm's `stream_generate` from `kv`, with the request's sampler."""
+    import mlx.core as mx
+    from mlx_lm.generate import stream_generate as generate
+    from mlx_lm.sample_utils import make_sampler
+
+    return generate(
+        loaded.model,
+        loaded.tokenizer,
+        mx.array(tokens),
+        max_tokens=sampling.max_tokens,
+        sampler=make_sampler(
+            temp=sampling.temperature,
+            top_p=sampling.top_p or 0.0,
+            top_k=sampling.top_k or 0,
+        ),
+        prompt_cache=kv,
+        logits_processors=processors,
+        prefill_step_size=prefill_step_size,
+        # Quantized from the first token (mlx-lm's default waits for 5,000).
+        **({"kv_bits": kv_bits, "quantized_kv_start": 0} if kv_bits else {}),
+        prompt_progress_callback=progress,
+    )
 
 
 def reserve(kv: list[Any], tokens: int) -> None:

@@ -25,10 +25,11 @@ from .generation import ClientGone, GenerationSettings, never, run_generation
 from .loading import LoadedModel, load_model
 from .memory import cache_budget, describe
 from .persist import load_entries, save_entries
-from .prompt import opens_reasoning, pending_lead, render_request
+from .prompt import hf_tokenizer, opens_reasoning, pending_lead, render_request
 from .request import (
     GenerationRequest,
     SamplingParams,
+    check_sampling,
     effective_sampling,
 )
 from .runner import FairLock, InferenceThread
@@ -190,33 +191,22 @@ class Engine:
 
     def _restore_prompt_cache(self, loaded: LoadedModel) -> None:
         """On the inference thread, before any request: last run's entries."""
-        assert self.settings.prompt_cache_dir is not None
-        try:
-            load_entries(
-                self.prompt_cache, self.settings.prompt_cache_dir, self._key(loaded)
-            )
-        except Exception:  # the cache is an optimisation: serve without it
-            log.exception("prompt cache: restoring failed")
+        folder = self.settings.prompt_cache_dir
+        assert folder is not None
+        load_entries(self.prompt_cache, folder, self._key(loaded))
 
     def persist_prompt_cache(self) -> None:
         """Write the prompt cache's entries to PROMPT_CACHE_DIR (at shutdown,
         once no request runs). Waits for the inference thread."""
-        loaded = self.loaded_now()
-        folder = self.settings.prompt_cache_dir
-        if folder is None or loaded is None or self._thread is None:
-            return
-        try:
-            self._thread.call(
-                save_entries, self.prompt_cache, folder, self._key(loaded)
-            )
-        except Exception:
-            log.exception("prompt cache: writing to %s failed", folder)
+        loaded, folder = self.loaded_now(), self.settings.prompt_cache_dir
+        if folder is not None and loaded is not None and self._thread is not None:
+            key = self._key(loaded)
+            self._thread.call(save_entries, self.prompt_cache, folder, key)
 
     def _key(self, loaded: LoadedModel) -> str:
         """What a kept entry must have been made with to be reused."""
-        kv = self.settings.kv_bits or "full"
-        profile = ", ".join(loaded.profile) or "off"
-        return f"{self.resolve().path}; KV {kv}; CPU profile {profile}"
+        kv, profile = self.settings.kv_bits or "full", ", ".join(loaded.profile)
+        return f"{self.resolve().path}; KV {kv}; CPU profile {profile or 'off'}"
 
     def when_loaded(self, callback: Callable[[LoadedModel], None]) -> None:
         """Call `callback(loaded)` once the model has loaded (not if it fails)."""
@@ -290,6 +280,7 @@ class Engine:
         Raises PromptTooLong, or EngineBusy while the queue is full. The
         events are keep-alives while queued, then deltas, then Finished.
         """
+        check_sampling(request.sampling, len(hf_tokenizer(self.loaded().tokenizer)))
         prompt = self._fit(request)
         self._admit()
         sampling = effective_sampling(

@@ -23,7 +23,16 @@ SUFFIX = ".safetensors"
 
 
 def save_entries(cache: PromptCache, directory: Path, model_key: str) -> int:
-    """Write the entries (replacing what the folder held); how many were written."""
+    """Write the entries (replacing what the folder held); how many were
+    written (0, logged, where the folder cannot be written)."""
+    try:
+        return _save(cache, directory, model_key)
+    except OSError as error:  # the server still shuts down as it should
+        log.error("prompt cache: cannot write to %s: %s", directory, error)
+        return 0
+
+
+def _save(cache: PromptCache, directory: Path, model_key: str) -> int:
     from mlx_lm.models.cache import save_prompt_cache
 
     started = time.monotonic()

@@ -121,3 +121,20 @@ def effective_sampling(
         max_tokens=min(wanted, room),
         temperature=min(sampling.temperature, max_temperature),
     )
+
+
+class SamplingOutOfRange(ValueError):
+    """A sampling setting the model cannot take (e.g. top_k past its vocabulary)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+
+def check_sampling(sampling: SamplingParams, vocabulary: int) -> None:
+    """SamplingOutOfRange where mlx-lm's sampler would fail (and a failed
+    compiled sampler leaves mlx's random state broken for later requests)."""
+    if sampling.top_k is not None and sampling.top_k >= vocabulary:
+        raise SamplingOutOfRange(
+            "top_k", f"must be less than {vocabulary}, the model's vocabulary size"
+        )

@@ -9,25 +9,59 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 from marshmallow import ValidationError, fields
 
 from ..engine import ToolPolicy, ToolSpec
 from ..engine.grammars import json_grammar
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, RequestTooLarge
+
+# A JSON escape of a UTF-16 surrogate: the body may hold a lone one.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def json_body() -> dict[str, Any]:
-    """The request's JSON object, or a clear 400."""
-    body = request.get_json(force=True, silent=True)
+    """The request's JSON object, or a clear 400 (413 past the size limit,
+    also for a chunked body, whose size is known only once read)."""
+    raw = request.get_data(cache=True)  # RequestEntityTooLarge past the limit
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body is read up to the limit, and the rest left unread.
+        raise RequestTooLarge(f"request body exceeds {limit} bytes")
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:
+        raise InvalidRequest("request body is nested too deeply") from None
     if body is None:
         raise InvalidRequest("request body is not valid JSON")
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
+    if SURROGATE_ESCAPE.search(raw) and (where := lone_surrogate(body)):
+        raise InvalidRequest(f"{where}: contains a lone UTF-16 surrogate (not text)")
     return body
+
+
+def lone_surrogate(value: Any, path: str = "") -> str | None:
+    """The path of the first string in `value` that is not valid Unicode text
+    (a lone surrogate, which no tokenizer takes), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if where := lone_surrogate(item, f"{path}.{key}" if path else str(key)):
+                return where
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if where := lone_surrogate(item, f"{path}.{index}" if path else str(index)):
+                return where
+    return None
 
 
 class StrictBoolean(fields.Boolean):
@@ -95,7 +129,10 @@ def json_schema_problem(schema: dict[str, Any]) -> str | None:
     Agents send the same tools on every turn (Claude Code's ~100 schemas
     take ~0.2 s to check): the answer is remembered by the schema's text.
     """
-    return _schema_problem(json.dumps(schema, sort_keys=True))
+    try:
+        return _schema_problem(json.dumps(schema, sort_keys=True))
+    except RecursionError:
+        return "is nested too deeply"
 
 
 @functools.lru_cache(maxsize=2048)

@@ -64,7 +64,7 @@ class GenerationSchema(Schema):
     stream = StrictBoolean(allow_none=True)
     stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
     n = StrictInteger(allow_none=True, validate=ONE_CHOICE)
-    seed = StrictInteger(allow_none=True)
+    seed = StrictInteger(allow_none=True, validate=validate.Range(0, 2**64 - 1))
     presence_penalty = StrictFloat(allow_none=True, validate=validate.Range(-2, 2))
     frequency_penalty = StrictFloat(allow_none=True, validate=validate.Range(-2, 2))
     logit_bias = fields.Dict(
