@@ -201,7 +201,8 @@ def uncached(
 
 
 def health(server: Server) -> dict[str, Any]:
-    return requests.get(f"{server.url}/health", timeout=10).json()
+    keyed = anthropic_headers(API_KEY)
+    return requests.get(f"{server.url}/health", timeout=10, headers=keyed).json()
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:

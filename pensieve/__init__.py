@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, Response, g
 
-from . import api, auth, errors, extension, lifecycle, metrics
+from . import api, auth, errors, exposure, extension, lifecycle, metrics
 from .config import instance_path, load_settings
 from .engine import Engine
 
@@ -31,6 +31,7 @@ def create_app(
     # Request hooks run in this order; a refusal (529, 401) skips the rest.
     app.before_request(assign_request_id)
     app.after_request(send_request_id)
+    exposure.init_app(app)  # a request for another host is refused first
     metrics.init_app(app)
     lifecycle.init_app(app)
     errors.init_app(app)

@@ -9,7 +9,8 @@ from flask import Flask, current_app, request
 
 from .errors import AuthenticationFailed
 
-# Endpoints that answer without a key (health checks, the index, metrics).
+# Endpoints that answer without a key (health checks, the index, metrics);
+# /health shows only its status then.
 PUBLIC_ENDPOINTS = {"health.health", "health.index", "metrics.metrics", "static"}
 
 
@@ -28,6 +29,15 @@ def presented_key() -> PresentedKey | None:
     if scheme.lower() == "bearer":
         return PresentedKey(token.strip(), "API key (Authorization: Bearer token)")
     return None
+
+
+def key_is_valid() -> bool:
+    """Whether the request carries the configured key (constant-time compare)."""
+    presented = presented_key()
+    expected = current_app.config["API_KEY"].encode()
+    return presented is not None and hmac.compare_digest(
+        presented.key.encode(), expected
+    )
 
 
 def check_api_key() -> None:

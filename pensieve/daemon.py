@@ -143,10 +143,14 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def fetch_health(url: str, timeout: float = 3.0) -> dict[str, Any] | None:
-    """The server's /health body, or None when nothing (Pensieve) answers."""
+def fetch_health(
+    url: str, timeout: float = 3.0, api_key: str | None = None
+) -> dict[str, Any] | None:
+    """The server's /health body (all of it with the key), or None when
+    nothing (Pensieve) answers."""
+    headers = {"x-api-key": api_key} if api_key else {}
     try:
-        body = requests.get(f"{url}/health", timeout=timeout).json()
+        body = requests.get(f"{url}/health", timeout=timeout, headers=headers).json()
     except (requests.RequestException, ValueError):
         return None
     return body if isinstance(body, dict) and "status" in body else None
@@ -203,14 +207,14 @@ def spawn_daemon(
 
 
 def wait_until_ready(
-    url: str, process: subprocess.Popen[bytes], timeout: float
+    url: str, process: subprocess.Popen[bytes], timeout: float, api_key: str
 ) -> dict[str, Any]:
     """Poll /health until the model is ready; StartFailed with the reason if not."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StartFailed(f"the server exited with status {process.returncode}")
-        health = fetch_health(url, timeout=2.0)
+        health = fetch_health(url, timeout=2.0, api_key=api_key)
         if health and health["status"] == "ready":
             return health
         if health and health["status"] == "failed":

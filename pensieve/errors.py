@@ -68,6 +68,11 @@ class AuthenticationFailed(APIError):
     type = "authentication_error"
 
 
+class PermissionDenied(APIError):
+    status = 403
+    type = "permission_error"
+
+
 class NotFound(APIError):
     status = 404
     type = "not_found_error"

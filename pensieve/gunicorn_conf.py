@@ -18,6 +18,7 @@ monkey.patch_all()
 
 from pensieve.config import load_settings  # noqa: E402
 from pensieve.daemon import Address, connect_lines  # noqa: E402
+from pensieve.exposure import exposure_problem  # noqa: E402
 from pensieve.extension import engine_of  # noqa: E402
 from pensieve.logs import ACCESS_LOG_FORMAT, logging_config  # noqa: E402
 from pensieve.settings import SETTINGS_BY_NAME  # noqa: E402
@@ -49,7 +50,11 @@ access_log_format = ACCESS_LOG_FORMAT
 
 
 def on_starting(server):
-    """In the master, before forking: find, download or import the model."""
+    """In the master, before forking: refuse an exposed default key, then
+    find, download or import the model."""
+    if problem := exposure_problem(server.app.wsgi().config):
+        server.log.error("cannot start: %s", problem)
+        server.halt(exit_status=1)
     try:
         resolved = engine_of(server.app.wsgi()).resolve()
     except Exception as error:  # its message is the whole story for the user

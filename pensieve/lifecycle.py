@@ -42,7 +42,8 @@ def admit_request() -> None:
     """Count the request in, or refuse it with 529 while draining."""
     drain = drain_of(current_app)
     if drain.draining and request.endpoint not in ALWAYS_OPEN:
-        raise Overloaded("the server is shutting down; retry in a moment")
+        retry = {"retry-after": str(current_app.config["QUEUE_RETRY_AFTER"])}
+        raise Overloaded("the server is shutting down; retry in a moment", retry)
     drain.in_flight += 1
     g.admitted = True
 

@@ -106,6 +106,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PORT", 7777, integer(1, 65535), "Port the server listens on."),
     Setting("API_KEY", "pensieve-local-key", str, "Key clients must send."),
     Setting(
+        "ALLOWED_HOSTS",
+        "",
+        str,
+        "Host names requests may be addressed to besides localhost, loopback "
+        "addresses and the bind address (comma-separated; * allows any).",
+    ),
+    Setting(
         "MODEL",
         DEFAULT_MODEL,
         str,

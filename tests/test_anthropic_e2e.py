@@ -79,7 +79,9 @@ def test_count_tokens_equals_usage_input_tokens(client: anthropic.Anthropic) -> 
 
 
 def test_models_list_and_retrieve(client: anthropic.Anthropic, server: Server) -> None:
-    local_id = requests.get(f"{server.url}/health", timeout=5).json()["model"]
+    local_id = requests.get(
+        f"{server.url}/health", timeout=5, headers={"x-api-key": API_KEY}
+    ).json()["model"]
     page = client.models.list()
     ids = [model.id for model in page.data]
     assert ids[0] == local_id and "claude-sonnet-5-5" in ids

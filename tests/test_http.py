@@ -95,9 +95,18 @@ def test_bearer_key_and_beta_query(client: FlaskClient) -> None:
     assert response.status_code == 200
 
 
-def test_health_needs_no_key(client: FlaskClient) -> None:
-    body = client.get("/health").get_json()
+def test_health_needs_no_key_and_shows_only_its_status_without_one(
+    client: FlaskClient,
+) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200 and response.get_json() == {"status": "ready"}
+    wrong = client.get("/health", headers={"x-api-key": "guess"}).get_json()
+    assert wrong == {"status": "ready"}  # no path, no request id, no model
+    body = client.get("/health", headers={"x-api-key": KEY}).get_json()
     assert body["status"] == "ready" and body["model"] == "fake-model"
+    assert "model_path" in body and "running" in body
+    bearer = {"Authorization": f"Bearer {KEY}"}
+    assert client.get("/health", headers=bearer).get_json()["model"] == "fake-model"
     assert client.head("/").status_code == 200
 
 

@@ -161,6 +161,7 @@ def test_sigterm_lets_a_stream_finish_and_answers_new_requests_529(
     assert refused.status_code == 529
     assert refused.json()["error"]["type"] == "overloaded_error"
     assert refused.headers["Connection"] == "close"
+    assert refused.headers["retry-after"].isdigit()  # Claude Code waits, then retries
     health = requests.get(f"{own_server.url}/health", timeout=10)
     assert (health.status_code, health.json()["status"]) == (503, "draining")
 
@@ -200,7 +201,9 @@ REFERENCE_LOAD_SECONDS = 5.0
 def test_a_killed_worker_is_replaced_and_serves_within_10_seconds(
     own_server: Server,
 ) -> None:
-    first_load = requests.get(f"{own_server.url}/health", timeout=10).json()
+    first_load = requests.get(
+        f"{own_server.url}/health", timeout=10, headers={"x-api-key": API_KEY}
+    ).json()
     budget = 10.0 * max(1.0, first_load["load_seconds"] / REFERENCE_LOAD_SECONDS)
     (worker,) = worker_pids(own_server.process.pid)
     os.kill(worker, signal.SIGKILL)

@@ -79,7 +79,9 @@ def test_non_streaming_message_has_the_exact_shape(server: Server) -> None:
 
 
 def server_model_id(server: Server) -> str:
-    return requests.get(f"{server.url}/health", timeout=5).json()["model"]
+    return requests.get(
+        f"{server.url}/health", timeout=5, headers={"x-api-key": API_KEY}
+    ).json()["model"]
 
 
 def test_stream_event_sequence_and_text_match_non_streaming(server: Server) -> None:

@@ -22,7 +22,9 @@ def client(server: Server) -> openai.OpenAI:
 
 
 def local_model_id(server: Server) -> str:
-    return requests.get(f"{server.url}/health", timeout=5).json()["model"]
+    return requests.get(
+        f"{server.url}/health", timeout=5, headers={"x-api-key": API_KEY}
+    ).json()["model"]
 
 
 def test_chat_completion(client: openai.OpenAI, server: Server) -> None:

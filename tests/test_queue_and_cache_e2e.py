@@ -119,11 +119,16 @@ def test_full_queue_gets_529_with_retry_after(small_queue_server: Server) -> Non
     waiter.start()
     deadline = time.monotonic() + 30
     while (
-        requests.get(f"{server.url}/health", timeout=5).json()["requests_waiting"] < 1
+        requests.get(
+            f"{server.url}/health", timeout=5, headers={"x-api-key": API_KEY}
+        ).json()["requests_waiting"]
+        < 1
     ):
         assert time.monotonic() < deadline, "the second request never queued"
         time.sleep(0.1)
-    health = requests.get(f"{server.url}/health", timeout=5).json()
+    health = requests.get(
+        f"{server.url}/health", timeout=5, headers={"x-api-key": API_KEY}
+    ).json()
     assert health["running"]["request_id"].startswith("req_")
     memory = health["memory"]  # mlx's allocator: the model and the live KV
     assert memory["mlx_peak_bytes"] >= memory["mlx_active_bytes"] > 50 * 2**20
@@ -146,7 +151,12 @@ def test_disconnect_frees_the_model_promptly(small_queue_server: Server) -> None
     stream_until_first_delta(server, max_tokens=400).close()
     response = ask(server, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
     assert response.status_code == 200
-    assert requests.get(f"{server.url}/health", timeout=5).json()["running"] is None
+    assert (
+        requests.get(
+            f"{server.url}/health", timeout=5, headers={"x-api-key": API_KEY}
+        ).json()["running"]
+        is None
+    )
     cancelled = re.findall(r"cancelled after (\d+) generated tokens", server.log())
     assert cancelled, server.log()[-2000:]
     assert int(cancelled[-1]) < 100  # stopped right away, not after 400 tokens
@@ -178,7 +188,12 @@ def test_a_non_streaming_client_that_leaves_frees_the_model(
     with socket.create_connection((host, int(port))) as client:
         client.sendall(head + body)
         deadline = time.monotonic() + 60
-        while requests.get(f"{server.url}/health", timeout=5).json()["running"] is None:
+        while (
+            requests.get(
+                f"{server.url}/health", timeout=5, headers={"x-api-key": API_KEY}
+            ).json()["running"]
+            is None
+        ):
             assert time.monotonic() < deadline, "the request never started"
             time.sleep(0.1)
         time.sleep(1.0)  # a few tokens

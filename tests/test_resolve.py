@@ -180,7 +180,9 @@ def test_server_on_the_default_model_says_it_fell_back(
     }
     log_path = tmp_path / "gunicorn.log"
     with running_server(env, log_path) as server:
-        health = requests.get(f"{server.url}/health", timeout=5).json()
+        health = requests.get(
+            f"{server.url}/health", timeout=5, headers={"x-api-key": API_KEY}
+        ).json()
     assert health["model"] == BUNDLED_MODEL_ID
     assert DEFAULT_MODEL in health["fallback"]
     assert f"FALLBACK: {DEFAULT_MODEL} is not available" in log_path.read_text()

@@ -21,6 +21,7 @@ from _report import median, spread
 
 from .client import Stream, anthropic_stream
 from .fixtures import (
+    API_KEY,
     CANCEL_LOG,
     CLIENT_DEADLINE,
     CLIENTS,
@@ -33,13 +34,17 @@ from .fixtures import (
 )
 from .servers import Server
 
+KEYED = {"x-api-key": API_KEY}  # /health shows the queue to keyed clients
+
 
 def health_poller(url: str, done: threading.Event, seen: dict[str, int]) -> None:
     """Record the largest queue length /health reports until `done`."""
     while not done.wait(0.1):
         with contextlib.suppress(requests.RequestException, ValueError):
             waiting = int(
-                requests.get(f"{url}/health", timeout=2).json()["requests_waiting"]
+                requests.get(f"{url}/health", timeout=2, headers=KEYED).json()[
+                    "requests_waiting"
+                ]
             )
             seen["max_waiting"] = max(seen.get("max_waiting", 0), waiting)
 

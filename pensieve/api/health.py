@@ -1,4 +1,5 @@
-"""`GET /health` and `/`: what is loaded and whether it can serve. No key needed.
+"""`GET /health` and `/`: what is loaded and whether it can serve. No key
+needed for the status; with the key, /health shows the model, memory, queue.
 
 While the server drains on shutdown, the status is `draining` (and 503).
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from ..auth import key_is_valid
 from ..engine.memory import mlx_memory
 from ..extension import get_engine
 from ..lifecycle import drain_of
@@ -37,6 +39,9 @@ def health() -> tuple[Response, int]:
     loaded = engine.loaded_now()
     resolved = engine.resolved
     status = "draining" if drain_of(current_app).draining else engine.status
+    code = 200 if status == "ready" else 503
+    if not key_is_valid():  # no key: whether it serves, and nothing else
+        return jsonify({"status": status}), code
     body: dict[str, Any] = {
         "status": status,
         "model": resolved.model_id if resolved else None,
@@ -57,7 +62,7 @@ def health() -> tuple[Response, int]:
         },
         "error": engine.error,
     }
-    return jsonify(body), 200 if status == "ready" else 503
+    return jsonify(body), code
 
 
 @bp.route("/", methods=["GET", "HEAD"])

@@ -19,10 +19,12 @@ from ..config import (
     example_config,
     file_problems,
     instance_path,
+    load_settings,
     read_config_file,
     toml_literal,
 )
 from ..engine.memory import cache_budget, describe, ram
+from ..exposure import exposure_problem
 from .options import FLAG_SOURCE, effective_settings, flag_of, server_options
 
 
@@ -117,6 +119,8 @@ def config_validate(file: Path | None) -> None:
         problems = [error]
     if file is None:
         problems += env_problems()
+        if not problems and (exposed := exposure_problem(load_settings())):
+            problems.append(ConfigError("PENSIEVE_HOST", exposed))
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
     if problems:

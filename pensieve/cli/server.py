@@ -93,7 +93,8 @@ def start_daemon(
         f"Starting Pensieve on {address.url} (pid {process.pid}); log: {log_path}"
     )
     try:
-        health = daemon.wait_until_ready(address.url, process, wait)
+        key = settings["API_KEY"]
+        health = daemon.wait_until_ready(address.url, process, wait, key)
     except daemon.StartFailed as error:
         if process.poll() is None:
             if not daemon.stop_process(process.pid, settings["GRACEFUL_TIMEOUT"] + 5):
@@ -165,7 +166,7 @@ def status(**flags: Any) -> None:
     state = daemon.check_pid_file(daemon.pid_file(instance_path(), address.port))
     if state.removed_because:
         click.echo(f"Removed a stale PID file: {state.removed_because}.")
-    health = daemon.fetch_health(address.url)
+    health = daemon.fetch_health(address.url, api_key=settings["API_KEY"])
     pid = f"pid {state.pid}" if state.pid else "not started by `pensieve start`"
     if health is None:
         if state.pid is None:
