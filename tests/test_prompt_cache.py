@@ -295,26 +295,6 @@ def test_align_takes_the_part_of_an_entry_that_still_spells_the_text(
     )
 
 
-def test_after_a_whole_entry_only_the_rest_is_tokenised(tokenizer: Any) -> None:
-    """An agent's next turn: the cached turn's text begins the prompt, so only
-    the new text is tokenised (a 20k-token prompt's encode is ~40 ms)."""
-    turn = encode(tokenizer, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
-    turn += encode(tokenizer, "Hel") + encode(tokenizer, "lo<|im_end|>")
-    rest = "\n<|im_start|>user\nand then?<|im_end|>\n"
-    text = tokenizer.decode(turn) + rest
-    seen: list[str] = []
-
-    class Counting(Rendered):
-        def encode(self, text: str) -> list[int]:
-            seen.append(text)
-            return super().encode(text)
-
-    aligned = filled(turn).align(Counting(text, tokenizer))
-    assert seen == [rest]  # never the whole prompt
-    assert aligned == turn + encode(tokenizer, rest)
-    assert tokenizer.decode(aligned) == text
-
-
 def test_a_longer_entry_that_spells_more_wins_over_a_whole_shorter_one(
     tokenizer: Any,
 ) -> None:

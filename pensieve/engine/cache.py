@@ -143,15 +143,13 @@ def prefix_of(kv: list[Any], held: int, tokens: int) -> list[Any]:
 
 
 def raw_decoder(tokenizer: Any) -> Callable[[list[int]], str]:
-    """The text of token ids, special tokens and spaces as they are. A fast
-    tokenizer's own decoder is used directly: transformers' `decode` checks
-    every id in Python first (~40 ms for a 20k-token prompt)."""
-    hf = hf_tokenizer(tokenizer)
-    backend = getattr(hf, "backend_tokenizer", None)
-    if backend is not None:
-        return functools.partial(backend.decode, skip_special_tokens=False)
+    """The text of token ids, special tokens and spaces as they are. (Not the
+    fast tokenizer's own decoder: for some vocabularies, MiniMax's, it spells
+    text otherwise than transformers' `decode`, which renders the template.)"""
     return functools.partial(
-        hf.decode, skip_special_tokens=False, clean_up_tokenization_spaces=False
+        hf_tokenizer(tokenizer).decode,
+        skip_special_tokens=False,
+        clean_up_tokenization_spaces=False,
     )
 
 
@@ -190,36 +188,24 @@ class PromptCache:
         was generated as: the model's own call, or the generation prompt's
         `\n\n` before it, may be spelt in other tokens once more text follows.
         Spelling the same text in the cached tokens lets the cache cover it.
-        Where an entry's whole text begins the prompt (an agent's next turn),
-        only the text after it is tokenised.
         """
         with self._guard:
             held = list(self._entries)
-        if not held:
-            return rendered.token_ids
-        text, decode = rendered.text, raw_decoder(rendered.tokenizer)
-        whole = [entry for entry in held if text.startswith(entry.text(decode))]
-        if whole:
-            entry = max(whole, key=lambda entry: len(entry.tokens))
-            spelt = entry.text(decode)
-            # Unless another entry spells more of the text (in part: below).
-            if not any(
-                len(other.text(decode)) > len(spelt)
-                and text.startswith(other.text(decode)[: len(spelt) + 1])
-                for other in held
-                if all(other is not entry for entry in whole)
-            ):
-                return entry.tokens + rendered.encode(text[len(spelt) :])
         prompt = rendered.token_ids
-        best = max(
-            (entry.tokens for entry in held),
-            key=lambda tokens: (common_prefix(tokens, prompt), len(tokens)),
-        )
-        start = common_prefix(best, prompt)
-        size, spelt = spelt_prefix(best, start, text, decode)
+        if not held:
+            return prompt
+        best = max(held, key=lambda e: (common_prefix(e.tokens, prompt), len(e.tokens)))
+        start = common_prefix(best.tokens, prompt)
+        if start == len(best.tokens):
+            return prompt
+        text, decode = rendered.text, raw_decoder(rendered.tokenizer)
+        if text.startswith(whole := best.text(decode)):  # decoded once per entry
+            size, spelt = len(best.tokens), whole
+        else:
+            size, spelt = spelt_prefix(best.tokens, start, text, decode)
         if size <= start:
             return prompt
-        return best[:size] + rendered.encode(text[len(spelt) :])
+        return best.tokens[:size] + rendered.encode(text[len(spelt) :])
 
     def take(self, prompt: Sequence[int]) -> CacheHit:
         """The best cache for `prompt`; an exact prefix is handed over, not copied."""

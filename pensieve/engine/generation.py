@@ -151,7 +151,9 @@ def pull_steps(
                 return
     finally:
         cancellation.requested = True  # stops a prefill still running
-        thread.submit(steps.close)
+        # Waited for: closing stores the KV in the prompt cache, which the
+        # next request (an agent's next turn, sent at once) must find there.
+        thread.submit(steps.close).result()
 
 
 def split_tool_calls(
