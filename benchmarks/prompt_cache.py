@@ -47,13 +47,13 @@ import requests
 from _agent_session.client import Stream, anthropic_stream
 from _agent_session.fixtures import (
     API_KEY,
-    BILLING_PREFIX,
     FIRST_QUESTION,
     FOLLOW_UPS,
     SYSTEM_TEXT,
     TOOLS,
 )
 from _agent_session.servers import Server, pensieve_server
+from _agent_session.session import billing_block, claude_code_body
 from _report import (
     banner,
     exit_status,
@@ -70,7 +70,6 @@ from _server import anthropic_headers
 from pensieve.config import resolve_cache_dir
 
 TURNS = 5
-MAX_TOKENS = 16
 TIMEOUT_S = 1800.0
 WARM_GOAL = 0.05  # warm TTFT at most this share of cold
 UNCACHED_GOAL = 0.05  # uncached TTFT with a full cache within this of none
@@ -95,23 +94,9 @@ def request_body(
     tools: list[dict[str, Any]], history: list[dict[str, str]], *, nonce: str = ""
 ) -> dict[str, Any]:
     """A turn as Claude Code sends it; a `nonce` starts the system text."""
-    billing = f"{BILLING_PREFIX}{secrets.token_hex(3)[:5]};"
-    return {
-        "model": "local",
-        "max_tokens": MAX_TOKENS,
-        "temperature": 0,
-        "stream": True,
-        "system": [
-            {"type": "text", "text": billing},
-            {
-                "type": "text",
-                "text": f"{nonce}{SYSTEM_TEXT}",
-                "cache_control": {"type": "ephemeral"},
-            },
-        ],
-        "tools": tools,
-        "messages": history,
-    }
+    return claude_code_body(
+        billing_block(), history, tools=tools, system_text=f"{nonce}{SYSTEM_TEXT}"
+    )
 
 
 def count_tokens(url: str, body: dict[str, Any]) -> int:

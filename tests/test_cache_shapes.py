@@ -123,18 +123,29 @@ def greedy(
 ) -> tuple[int, list[str]]:
     """(tokens reused from `cache`, the greedy pieces of text)."""
     sampling = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-    steps = list(
-        decode(
-            loaded,
-            tokens,
-            sampling,
-            prefill_step_size=512,
-            prompt_cache=cache,
-            cancellation=Cancellation(),
-            kv_bits=kv_bits,
-        )
-    )
+    steps = decoded(loaded, tokens, cache, sampling, kv_bits=kv_bits)
     return steps[0].cached or 0, [step.text for step in steps[1:]]
+
+
+def decoded(
+    loaded: LoadedModel,
+    tokens: list[int],
+    cache: PromptCache,
+    sampling: SamplingParams,
+    *,
+    kv_bits: int | None = None,
+) -> list[Any]:
+    """Every step of one decode (the first says what the cache gave)."""
+    steps = decode(
+        loaded,
+        tokens,
+        sampling,
+        prefill_step_size=512,
+        prompt_cache=cache,
+        cancellation=Cancellation(),
+        kv_bits=kv_bits,
+    )
+    return list(steps)
 
 
 def uncached() -> PromptCache:
@@ -212,15 +223,7 @@ def test_a_failed_sampler_spoils_neither_later_requests_nor_the_cache(
 
     def sample(top_k: int) -> list[Any]:
         sampling = SamplingParams(max_tokens=3, temperature=1.0, top_k=top_k)
-        steps = decode(
-            loaded,
-            tokens,
-            sampling,
-            prefill_step_size=512,
-            prompt_cache=cache,
-            cancellation=Cancellation(),
-        )
-        return list(steps)
+        return decoded(loaded, tokens, cache, sampling)
 
     with pytest.raises(ValueError, match="top_k"):
         sample(top_k=10**6)

@@ -87,27 +87,39 @@ def tools_text() -> str:
     )
 
 
+def claude_code_body(
+    billing: str,
+    history: list[dict[str, str]],
+    *,
+    tools: list[dict[str, Any]] = TOOLS,
+    system_text: str = SYSTEM_TEXT,
+) -> dict[str, Any]:
+    """A streamed /v1/messages request as Claude Code sends it: the billing
+    stamp block first, then the cached system text, the tools, the history."""
+    return {
+        "model": "bundled",
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+        "stream": True,
+        "system": [
+            {"type": "text", "text": billing},
+            {
+                "type": "text",
+                "text": system_text,
+                "cache_control": {"type": "ephemeral"},
+            },
+        ],
+        "tools": tools,
+        "messages": history,
+        "metadata": {"user_id": "agent-session-benchmark"},
+    }
+
+
 def pensieve_turn(url: str) -> Send:
     """A turn as Claude Code sends it to /v1/messages."""
 
     def send(billing: str, history: list[dict[str, str]]) -> Stream:
-        body = {
-            "model": "bundled",
-            "max_tokens": MAX_TOKENS,
-            "temperature": 0,
-            "stream": True,
-            "system": [
-                {"type": "text", "text": billing},
-                {
-                    "type": "text",
-                    "text": SYSTEM_TEXT,
-                    "cache_control": {"type": "ephemeral"},
-                },
-            ],
-            "tools": TOOLS,
-            "messages": history,
-            "metadata": {"user_id": "agent-session-benchmark"},
-        }
+        body = claude_code_body(billing, history)
         return anthropic_stream(url, body, timeout_s=LONG_TIMEOUT)
 
     return send

@@ -54,11 +54,14 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def spelt_prefix(
-    tokens: list[int], start: int, text: str, decode: Callable[[list[int]], str]
+    tokens: list[int],
+    start: int,
+    text: str,
+    decode: Callable[[list[int]], str],
+    whole: str,
 ) -> tuple[int, str]:
-    """The most of `tokens` (at least `start`) whose text begins `text`, and that
-    text; (0, "") when not even `start` tokens do."""
-    whole = decode(tokens)
+    """The most of `tokens` (at least `start`; `whole` is their text) whose
+    text begins `text`, and that text; (0, "") when not even `start` tokens do."""
     if text.startswith(whole):
         return len(tokens), whole
     low, found = start, (0, "")
@@ -199,10 +202,8 @@ class PromptCache:
         if start == len(best.tokens):
             return prompt
         text, decode = rendered.text, raw_decoder(rendered.tokenizer)
-        if text.startswith(whole := best.text(decode)):  # decoded once per entry
-            size, spelt = len(best.tokens), whole
-        else:
-            size, spelt = spelt_prefix(best.tokens, start, text, decode)
+        whole = best.text(decode)  # decoded once per entry
+        size, spelt = spelt_prefix(best.tokens, start, text, decode, whole)
         if size <= start:
             return prompt
         return best.tokens[:size] + rendered.encode(text[len(spelt) :])
