@@ -78,6 +78,13 @@ class NotFound(APIError):
     type = "not_found_error"
 
 
+class RequestTimedOut(APIError):
+    """408: the client did not send its whole request in time."""
+
+    status = 408
+    type = "invalid_request_error"
+
+
 class RequestTooLarge(APIError):
     status = 413
     type = "request_too_large"

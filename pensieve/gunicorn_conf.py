@@ -20,6 +20,7 @@ from pensieve.config import load_settings  # noqa: E402
 from pensieve.daemon import Address, connect_lines  # noqa: E402
 from pensieve.exposure import exposure_problem  # noqa: E402
 from pensieve.extension import engine_of  # noqa: E402
+from pensieve.guard import connection_cap  # noqa: E402
 from pensieve.logs import ACCESS_LOG_FORMAT, logging_config  # noqa: E402
 from pensieve.settings import SETTINGS_BY_NAME  # noqa: E402
 
@@ -32,13 +33,14 @@ bind = (
 # Drains on SIGTERM: requests in flight finish, new ones get 529 (server.py).
 worker_class = "pensieve.server.DrainingGeventWorker"
 workers = 1  # one model per process; more workers would each load it
-worker_connections = 100
+# Well above what clients use; idle and slow ones are shed near it (guard.py).
+worker_connections = connection_cap(_settings["MAX_CONNECTIONS"])
 preload_app = True
 # The worker's heartbeat runs on the gevent hub, which inference never blocks;
 # the timeout only has to cover a stuck hub, not a long prefill.
 timeout = 120
 graceful_timeout = _settings["GRACEFUL_TIMEOUT"]
-keepalive = 75
+keepalive = _settings["IDLE_TIMEOUT"]
 # gunicorn's control socket is one per user ($HOME/.gunicorn): servers on other
 # ports would contend for it. `pensieve stop` / `status` do its job here.
 control_socket_disable = True

@@ -5,21 +5,21 @@ gunicorn's own closes the listening socket at once, so requests arriving
 during shutdown would be refused; this one keeps serving them a 529 (see
 `pensieve.lifecycle`) while the requests in flight finish, for up to
 `graceful_timeout` seconds, then closes the idle keep-alive connections and
-lets gunicorn's shutdown run.
+lets gunicorn's shutdown run. It also guards against slow and idle clients
+(`pensieve.guard`): a request must arrive within the read timeout, and near
+the connection cap the connections waiting on their client are closed.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import time
-from contextlib import suppress
 from typing import Any
 
 import gevent
 from gunicorn.workers.ggevent import GeventWorker
 
 from .extension import engine_of
+from .guard import GuardedSocket, to_shed
 from .lifecycle import Drain, drain_of
 
 # gunicorn's master kills the worker `graceful_timeout` seconds after SIGTERM;
@@ -32,21 +32,31 @@ class DrainingGeventWorker(GeventWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.connections: set[socket.socket] = set()
+        self.connections: set[GuardedSocket] = set()
 
-    def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
-        """Serve one connection, remembering it so idle ones can be closed."""
-        self.connections.add(client)
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        """Serve one connection through a guarded socket, first closing the
+        connections that wait on their client if the cap is near."""
+        for waiting in to_shed(self.connections, self.worker_connections):
+            waiting.end_reads()
+        guarded = GuardedSocket(client, self.wsgi.config["READ_TIMEOUT"])
+        self.connections.add(guarded)
         try:
-            super().handle(listener, client, addr)
+            super().handle(listener, guarded, addr)
         finally:
-            self.connections.discard(client)
+            self.connections.discard(guarded)
 
-    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+    def handle_request(
+        self, listener_name: Any, req: Any, sock: GuardedSocket, addr: Any
+    ) -> Any:
         """One request; while draining, its connection closes after the answer."""
         if drain_of(self.wsgi).draining:
             req.must_close = True  # answer with `Connection: close`
-        return super().handle_request(listener_name, req, sock, addr)
+        sock.request_started()
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            sock.request_done()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGTERM: refuse new work, let the work in flight finish, then exit."""
@@ -74,17 +84,5 @@ class DrainingGeventWorker(GeventWorker):
             self.log.info("drained: no request in flight")
             engine_of(self.wsgi).persist_prompt_cache()
             for client in list(self.connections):
-                end_reads(client)
+                client.end_reads()
         self.alive = False
-
-
-def end_reads(client: socket.socket) -> None:
-    """Make an idle keep-alive connection's pending read see end-of-file.
-
-    Such a connection would hold the worker until gunicorn's keep-alive
-    timeout. The shutdown goes through a duplicate descriptor: gevent's own
-    `shutdown` wakes the reader with EBADF, which gunicorn logs as an error.
-    A response still being written completes (only reads are shut).
-    """
-    with suppress(OSError), socket.socket(fileno=os.dup(client.fileno())) as twin:
-        twin.shutdown(socket.SHUT_RD)

@@ -234,6 +234,28 @@ SETTINGS: tuple[Setting, ...] = (
         "Prompt tokens processed per model call.",
     ),
     Setting(
+        "MAX_CONNECTIONS",
+        1000,
+        integer(8),
+        "Open client connections served at once (bounded by the process's "
+        "file limit); near the cap, the connections waiting on their client "
+        "longest are closed first.",
+    ),
+    Setting(
+        "READ_TIMEOUT",
+        15.0,
+        seconds,
+        "Seconds a client has to send a whole request (head and body) once "
+        "it has sent its first byte; a slower one is cut off (0: no limit).",
+    ),
+    Setting(
+        "IDLE_TIMEOUT",
+        75,
+        integer(0),
+        "Seconds an idle keep-alive connection stays open between requests "
+        "(0: one request per connection).",
+    ),
+    Setting(
         "GRACEFUL_TIMEOUT",
         30,
         integer(0),

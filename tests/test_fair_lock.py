@@ -1,11 +1,15 @@
-"""The model lock: FIFO grants, a visible queue, direct hand-over."""
+"""The model lock: FIFO grants, a visible queue, direct hand-over; the queue wait."""
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
+from pensieve.engine.engine import Engine
+from pensieve.engine.generation import ClientGone
 from pensieve.engine.runner import FairLock
+from pensieve.engine.settings import EngineSettings
 
 WAIT = 5.0  # seconds; no test waits this long unless it is failing
 
@@ -132,3 +136,19 @@ def test_only_one_holder_at_a_time_under_contention() -> None:
     assert errors == [] and most == 1
     assert not any(thread.is_alive() for thread in threads)
     assert lock.waiting == 0 and lock.enter().is_set()
+
+
+def test_a_queued_client_that_leaves_is_noticed_before_the_keepalive() -> None:
+    # The engine's queue wait, with the default 5 s keep-alive: a client
+    # that closed its connection gives up its place within a second.
+    engine = Engine(EngineSettings(model="bundled", cache_dir=Path("/nonexistent")))
+    left_at = time.monotonic() + 0.2
+    waiting = engine._queue(threading.Event(), lambda: time.monotonic() > left_at)
+    started = time.monotonic()
+    try:
+        next(waiting)
+    except ClientGone:
+        pass
+    else:
+        raise AssertionError("a keep-alive came before the client was noticed")
+    assert time.monotonic() - started < 1.0

@@ -39,6 +39,8 @@ from .tools import Constraint
 
 log = logging.getLogger(__name__)
 Status = Literal["starting", "loading", "ready", "failed"]
+# How often a queued request looks at whether its client is still there.
+QUEUE_POLL_SECONDS = 0.5
 
 
 class EngineUnavailable(RuntimeError):
@@ -366,18 +368,27 @@ class Engine:
     def _queue(
         self, ticket: threading.Event, client_gone: Callable[[], bool]
     ) -> Iterator[Event]:
-        """Keep-alives until `ticket` is granted; ClientGone or EngineBusy instead."""
+        """Keep-alives until `ticket` is granted; ClientGone or EngineBusy instead.
+
+        The client is looked at every half second, so one that left gives up
+        its place at once, not at the next keep-alive.
+        """
         settings = self.settings
-        started = time.monotonic()
-        while not ticket.wait(timeout=settings.keepalive_seconds):
+        started = pinged = time.monotonic()
+        while not ticket.wait(
+            timeout=min(QUEUE_POLL_SECONDS, settings.keepalive_seconds)
+        ):
             if client_gone():
                 raise ClientGone
-            if time.monotonic() - started > settings.queue_timeout:
+            now = time.monotonic()
+            if now - started > settings.queue_timeout:
                 raise EngineBusy(
                     "timed out waiting for the model",
                     retry_after=settings.queue_retry_after,
                 )
-            yield KeepAlive()
+            if now - pinged >= settings.keepalive_seconds:
+                pinged = now
+                yield KeepAlive()
         for observer in self.observers:
             observer.queue_waited(time.monotonic() - started)
 

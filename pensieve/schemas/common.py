@@ -18,7 +18,8 @@ from marshmallow import ValidationError, fields
 
 from ..engine import ToolPolicy, ToolSpec
 from ..engine.grammars import json_grammar
-from ..errors import InvalidRequest, RequestTooLarge
+from ..errors import InvalidRequest, RequestTimedOut, RequestTooLarge
+from ..guard import read_timed_out
 
 # A JSON escape of a UTF-16 surrogate: the body may hold a lone one.
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -28,6 +29,9 @@ def json_body() -> dict[str, Any]:
     """The request's JSON object, or a clear 400 (413 past the size limit,
     also for a chunked body, whose size is known only once read)."""
     raw = request.get_data(cache=True)  # RequestEntityTooLarge past the limit
+    if read_timed_out(request.environ):  # the body stopped short
+        timeout = current_app.config["READ_TIMEOUT"]
+        raise RequestTimedOut(f"request body not received within {timeout:g} s")
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     if request.content_length is None and limit is not None and len(raw) >= limit:
         # A chunked body is read up to the limit, and the rest left unread.
