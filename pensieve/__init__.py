@@ -11,6 +11,7 @@ from flask import Flask, Response, g
 from . import api, auth, errors, exposure, extension, lifecycle, metrics
 from .config import instance_path, load_settings
 from .engine import Engine
+from .limits import PROVISIONAL_BODY_BYTES
 
 
 def create_app(
@@ -24,7 +25,12 @@ def create_app(
         __name__, instance_path=str(instance_path()), instance_relative_config=True
     )
     app.config.from_mapping(load_settings(test_config))
-    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
+    if app.config["MAX_REQUEST_BYTES"] == "auto":  # the default, unparsed
+        app.config["MAX_REQUEST_BYTES"] = None
+    # If None, sized from the model's window once it loads (limits.py).
+    app.config["MAX_CONTENT_LENGTH"] = (
+        app.config["MAX_REQUEST_BYTES"] or PROVISIONAL_BODY_BYTES
+    )
     app.json.sort_keys = False  # keep API objects in their documented order
     extension.init_app(app, engine)
 

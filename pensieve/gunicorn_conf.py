@@ -18,9 +18,11 @@ monkey.patch_all()
 
 from pensieve.config import load_settings  # noqa: E402
 from pensieve.daemon import Address, connect_lines  # noqa: E402
+from pensieve.engine.loading import LoadedModel  # noqa: E402
 from pensieve.exposure import exposure_problem  # noqa: E402
 from pensieve.extension import engine_of  # noqa: E402
 from pensieve.guard import connection_cap  # noqa: E402
+from pensieve.limits import size_body_limit  # noqa: E402
 from pensieve.logs import ACCESS_LOG_FORMAT, logging_config  # noqa: E402
 from pensieve.settings import SETTINGS_BY_NAME  # noqa: E402
 
@@ -70,7 +72,12 @@ def post_worker_init(worker):
     and say when it answers (gunicorn's "Listening at" comes before that)."""
     engine = engine_of(worker.wsgi)
     engine.start()
-    engine.when_loaded(lambda loaded: worker.log.info(ready_lines(_settings)))
+
+    def loaded(model: LoadedModel) -> None:
+        size_body_limit(worker.wsgi.config, model.context_length)
+        worker.log.info(ready_lines(_settings))
+
+    engine.when_loaded(loaded)
 
 
 def ready_lines(settings):

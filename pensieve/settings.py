@@ -149,9 +149,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MAX_REQUEST_BYTES",
-        32 * 1024 * 1024,
-        integer(1),
-        "Largest request body accepted; larger ones get 413 request_too_large.",
+        "auto",
+        auto_or(integer(1)),
+        "Largest request body accepted; larger ones get 413 request_too_large "
+        "before they are read. auto: 128 bytes a token of the model's context "
+        "window, at least 1 MiB.",
+    ),
+    Setting(
+        "MAX_JSON_DEPTH",
+        100,
+        integer(2),
+        "Deepest nesting of arrays and objects a request body may have; "
+        "deeper ones get 400 before they are parsed.",
     ),
     Setting(
         "MAX_TEMPERATURE",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -151,3 +152,53 @@ def server_said(sock: socket.socket, wait: float) -> bytes | None:
         return None
     except OSError:
         return b""  # reset by the server
+
+
+def test_health_answers_while_a_large_request_is_prepared(server: Server) -> None:
+    # ~1.9 MB of short turns: parsing, validating, rendering and tokenising
+    # them takes seconds, off the event loop.
+    turns = [
+        {"role": ("user", "assistant")[i % 2], "content": f"m{i}"}
+        for i in range(46_000)
+    ]
+    body = json.dumps({"model": "m", "max_tokens": 4, "messages": turns}).encode()
+    keyed = {"x-api-key": API_KEY}
+    answer: dict[str, requests.Response] = {}
+
+    def large() -> None:
+        answer["large"] = requests.post(
+            f"{server.url}/v1/messages",
+            data=body,
+            headers={**keyed, "content-type": "application/json"},
+            timeout=300,
+        )
+
+    worker = threading.Thread(target=large)
+    started = time.monotonic()
+    worker.start()
+    slowest = 0.0
+    while worker.is_alive():
+        asked = time.monotonic()
+        assert requests.get(f"{server.url}/health", headers=keyed, timeout=30).ok
+        slowest = max(slowest, time.monotonic() - asked)
+        time.sleep(0.05)
+    worker.join()
+    took = time.monotonic() - started
+    assert answer["large"].status_code == 400  # far past the window
+    assert "prompt is too long" in answer["large"].json()["error"]["message"]
+    assert took > 1.5, took  # long enough for a stalled loop to show
+    assert slowest < 1.0, (slowest, took)
+
+
+def test_a_body_past_the_window_s_limit_is_a_413_unread(guarded: Server) -> None:
+    # The bundled model's 8k window: at most 1 MiB (128 bytes a token).
+    padding = "x" * (1024 * 1024)
+    response = requests.post(
+        f"{guarded.url}/v1/messages",
+        headers={"x-api-key": API_KEY},
+        json={"model": "m", "max_tokens": 1, "messages": [], "pad": padding},
+        timeout=30,
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "request_too_large"
+    assert keyed_answer(guarded)[0].status_code == 200

@@ -462,7 +462,21 @@ def test_json_nested_past_the_parser_is_a_400(client: FlaskClient, path: str) ->
     assert post(client, OK_BODY).status_code == 200  # and it serves on
 
 
-def test_a_schema_nested_past_the_grammar_builder_is_a_400(client: FlaskClient) -> None:
+def test_a_body_nested_past_the_depth_setting_is_a_400_before_parsing(
+    app: Flask,
+) -> None:
+    app.config["MAX_JSON_DEPTH"] = 6
+    client = app.test_client()
+    turn = {"role": "user", "content": [{"type": "text", "text": "[[[[{{{{"}]}
+    assert post(client, {**OK_BODY, "messages": [turn]}).status_code == 200  # 5 deep
+    nested = {**OK_BODY, "metadata": {"a": {"b": [[{"c": [1]}]]}}}  # 7 deep
+    message = assert_error(post(client, nested), 400, "invalid_request_error")
+    assert message == "request body is nested too deeply (more than 6 levels)"
+
+
+def test_a_schema_nested_past_the_grammar_builder_is_a_400(app: Flask) -> None:
+    app.config["MAX_JSON_DEPTH"] = 10_000  # past the body check: the schema's own
+    client = app.test_client()
     depth = 450  # 900 levels of JSON: the parser takes it, the checks recurse
     schema = '{"type": "object", "properties": {"a": ' * depth + '{"type": "string"}'
     schema += "}}" * depth

@@ -265,3 +265,25 @@ def test_a_top_k_past_the_vocabulary_is_a_400_and_sampling_goes_on(
     assert error["message"].startswith("top_k: must be less than 49152")
     assert post(server, {**body, "top_k": 49_151}).status_code == 200
     assert post(server, body).status_code == 200
+
+
+def test_nul_and_control_characters_are_text_to_the_model(server: Server) -> None:
+    """Accepted on purpose: NUL is valid Unicode and JSON, and the byte-level
+    tokenizer spells it; a lone surrogate, which is not text, is a 400."""
+    body = {"model": "m", "max_tokens": 4, "temperature": 0}
+    body["messages"] = [{"role": "user", "content": "a\u0000b\u0007c\u001bd"}]
+    answered = post(server, body)
+    assert answered.status_code == 200, answered.text
+    counted = requests.post(
+        f"{server.url}/v1/messages/count_tokens",
+        headers={"x-api-key": API_KEY},
+        json={"model": "m", "messages": body["messages"]},
+        timeout=30,
+    )
+    plain = requests.post(
+        f"{server.url}/v1/messages/count_tokens",
+        headers={"x-api-key": API_KEY},
+        json={"model": "m", "messages": [{"role": "user", "content": "abcd"}]},
+        timeout=30,
+    )
+    assert counted.json()["input_tokens"] > plain.json()["input_tokens"]

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, jsonify
 from ..engine import Generation, Usage
 from ..errors import error_event
 from ..extension import get_engine
-from ..schemas.common import json_body
+from ..schemas.common import load_body
 from ..schemas.messages import CountTokensRequestSchema, MessagesRequestSchema
 from ..sse import ServerSentEvent, sse_response
 from . import start_generation
@@ -26,7 +26,7 @@ bp = Blueprint("messages", __name__)
 
 @bp.post("/v1/messages")
 def create_message() -> Response:
-    params = MessagesRequestSchema().load(json_body())
+    params = load_body(MessagesRequestSchema())
     generation = start_generation(params.generation)
     start = message_start(generation)
     if params.stream:
@@ -39,7 +39,7 @@ def create_message() -> Response:
 @bp.post("/v1/messages/count_tokens")
 def count_tokens() -> Response:
     """Tokens the same request would use as input, rendered exactly as generation."""
-    params = CountTokensRequestSchema().load(json_body())
+    params = load_body(CountTokensRequestSchema())
     return jsonify({"input_tokens": get_engine().count_tokens(params.generation)})
 
 

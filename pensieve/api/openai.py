@@ -15,7 +15,7 @@ from flask import Blueprint, Response, jsonify
 from ..engine import Generation
 from ..errors import openai_error_event
 from ..schemas.chat_completions import ChatCompletionRequestSchema
-from ..schemas.common import json_body
+from ..schemas.common import load_body
 from ..schemas.completions import CompletionRequestSchema
 from ..sse import sse_response
 from . import start_generation
@@ -33,7 +33,7 @@ bp = Blueprint("openai", __name__)
 
 @bp.post("/v1/chat/completions")
 def chat_completions() -> Response:
-    params = ChatCompletionRequestSchema().load(json_body())
+    params = load_body(ChatCompletionRequestSchema())
     generation = start_generation(params.generation)
     if params.stream:
         head = answer_head(generation, "chatcmpl", "chat.completion.chunk")
@@ -62,7 +62,7 @@ def chat_completions() -> Response:
 
 @bp.post("/v1/completions")
 def completions() -> Response:
-    params = CompletionRequestSchema().load(json_body())
+    params = load_body(CompletionRequestSchema())
     generation = start_generation(params.generation)
     head = answer_head(generation, "cmpl", "text_completion")
     prompt = params.generation.text or ""

@@ -9,8 +9,6 @@ from .engine import (
     EngineBusy,
     EngineUnavailable,
     Generation,
-    PromptTooLong,
-    fit_prompt,
 )
 from .events import (
     Event,
@@ -25,6 +23,7 @@ from .events import (
     Usage,
 )
 from .generation import ClientGone
+from .prompt import PromptTooLong, fit_prompt
 from .request import (
     ChatMessage,
     GenerationRequest,

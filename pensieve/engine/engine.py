@@ -25,14 +25,20 @@ from .generation import ClientGone, GenerationSettings, never, run_generation
 from .loading import LoadedModel, load_model
 from .memory import cache_budget, describe
 from .persist import load_entries, save_entries
-from .prompt import hf_tokenizer, opens_reasoning, pending_lead, render_request
+from .prompt import (
+    fit_prompt,
+    hf_tokenizer,
+    opens_reasoning,
+    pending_lead,
+    render_request,
+)
 from .request import (
     GenerationRequest,
     SamplingParams,
     check_sampling,
     effective_sampling,
 )
-from .runner import FairLock, InferenceThread
+from .runner import FairLock, InferenceThread, off_loop
 from .settings import EngineSettings
 from .stats import EngineObserver, GenerationStats
 from .tools import Constraint
@@ -53,15 +59,6 @@ class EngineBusy(RuntimeError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-class PromptTooLong(ValueError):
-    """The prompt leaves no room in the context window."""
-
-    def __init__(self, tokens: int, maximum: int) -> None:
-        super().__init__(f"prompt is too long: {tokens} tokens > {maximum} maximum")
-        self.tokens = tokens
-        self.maximum = maximum
 
 
 @dataclass(frozen=True)
@@ -85,21 +82,6 @@ class Generation:
     prompt: Prompt
     events: Iterator[Event]
     caching: bool = False  # the prompt cache is on: the processed prompt is kept
-
-
-def fit_prompt(
-    token_ids: list[int],
-    context_length: int,
-    cached: int = 0,
-    *,
-    in_reasoning: bool = False,
-) -> Prompt:
-    """`token_ids` as a Prompt, or PromptTooLong if no new token would fit."""
-    maximum = context_length - 1
-    if len(token_ids) > maximum:
-        raise PromptTooLong(len(token_ids), maximum)
-    room = context_length - len(token_ids)
-    return Prompt(token_ids, room, cached_estimate=cached, in_reasoning=in_reasoning)
 
 
 def read_chat_template(path: Path | None) -> str | None:
@@ -265,6 +247,9 @@ class Engine:
         """The prompt tokens `request` would use, rendered exactly as to
         generate; counted also past the context window (Claude Code counts
         conversations before it compacts them): only generating refuses them."""
+        return off_loop(self._count, request)
+
+    def _count(self, request: GenerationRequest) -> int:
         loaded = self.loaded()
         if request.text is not None:
             return len(loaded.tokenizer.encode(request.text))
@@ -282,20 +267,25 @@ class Engine:
         Raises PromptTooLong, or EngineBusy while the queue is full. The
         events are keep-alives while queued, then deltas, then Finished.
         """
-        check_sampling(request.sampling, len(hf_tokenizer(self.loaded().tokenizer)))
-        prompt = self._fit(request)
+        prompt, constraint = off_loop(self._prepare, request)
         self._admit()
         sampling = effective_sampling(
             request.sampling,
             room=prompt.max_new_tokens,
             max_temperature=self.settings.max_temperature,
         )
-        constraint = request.constraint(
-            in_reasoning=prompt.in_reasoning, lead=prompt.lead
-        )
         events = self._generate(prompt, sampling, constraint, request_id, client_gone)
         caching = self.prompt_cache.enabled
         return Generation(self.resolve().model_id, prompt, events, caching)
+
+    def _prepare(self, request: GenerationRequest) -> tuple[Prompt, Constraint]:
+        """The request's prompt and constraint: the CPU-heavy part of a
+        request (rendering, tokenising, building grammars), run off the loop."""
+        check_sampling(request.sampling, len(hf_tokenizer(self.loaded().tokenizer)))
+        prompt = self._fit(request)
+        return prompt, request.constraint(
+            in_reasoning=prompt.in_reasoning, lead=prompt.lead
+        )
 
     def _fit(self, request: GenerationRequest) -> Prompt:
         """Render and tokenise the request's prompt; PromptTooLong if it cannot

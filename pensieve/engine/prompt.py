@@ -22,12 +22,38 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateError
 
+from .events import Prompt
 from .families import GENERIC, Family, detect_family
 from .request import ChatMessage, GenerationRequest, Thinking
 from .tools import ToolSpec
 
 if TYPE_CHECKING:
     from .loading import LoadedModel
+
+
+class PromptTooLong(ValueError):
+    """The prompt leaves no room in the context window."""
+
+    def __init__(self, tokens: int, maximum: int) -> None:
+        super().__init__(f"prompt is too long: {tokens} tokens > {maximum} maximum")
+        self.tokens = tokens
+        self.maximum = maximum
+
+
+def fit_prompt(
+    token_ids: list[int],
+    context_length: int,
+    cached: int = 0,
+    *,
+    in_reasoning: bool = False,
+) -> Prompt:
+    """`token_ids` as a Prompt, or PromptTooLong if no new token would fit."""
+    maximum = context_length - 1
+    if len(token_ids) > maximum:
+        raise PromptTooLong(len(token_ids), maximum)
+    room = context_length - len(token_ids)
+    return Prompt(token_ids, room, cached_estimate=cached, in_reasoning=in_reasoning)
+
 
 GENERIC_TOOLS_PROMPT = """# Tools
 

@@ -92,3 +92,30 @@ class InferenceThread:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False)
+
+
+def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run CPU-heavy `fn(*args)` (parsing, validating, rendering, tokenising a
+    large request) on a native thread, waiting for it cooperatively.
+
+    Under gevent the calling greenlet waits while the hub serves every other
+    connection; the thread holds the GIL only in slices, so /health and the
+    streams go on answering. Elsewhere it is a plain call. Never for mlx:
+    that belongs to the inference thread.
+    """
+    if not gevent_is_active():
+        return fn(*args)
+    import gevent
+
+    def outcome() -> tuple[bool, Any]:
+        # Returned, not raised: gevent would log a raised error as a crash,
+        # and most are a request's own 400s.
+        try:
+            return True, fn(*args)
+        except BaseException as error:  # re-raised in the caller below
+            return False, error
+
+    done, value = gevent.get_hub().threadpool.apply(outcome)
+    if not done:
+        raise value
+    return value

@@ -14,20 +14,30 @@ from collections.abc import Iterable
 from typing import Any
 
 from flask import current_app, request
-from marshmallow import ValidationError, fields
+from marshmallow import Schema, ValidationError, fields, validate
 
 from ..engine import ToolPolicy, ToolSpec
 from ..engine.grammars import json_grammar
+from ..engine.runner import off_loop
 from ..errors import InvalidRequest, RequestTimedOut, RequestTooLarge
 from ..guard import read_timed_out
+from ..limits import json_depth
 
+# A model id: every id is served by the loaded model, but none is this long.
+MODEL_ID = validate.Length(min=1, max=256)
 # A JSON escape of a UTF-16 surrogate: the body may hold a lone one.
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def json_body() -> dict[str, Any]:
-    """The request's JSON object, or a clear 400 (413 past the size limit,
-    also for a chunked body, whose size is known only once read)."""
+def load_body(schema: Schema) -> Any:
+    """The request's JSON object loaded by `schema`, or a clear 4xx.
+
+    The body is read here, on the event loop (it is I/O); checking, parsing
+    and validating it run off the loop, so a large request does not stall
+    the other connections.
+    """
+    if (kind := request.mimetype) and not is_json(kind):
+        raise InvalidRequest(f"Content-Type must be application/json; got {kind}")
     raw = request.get_data(cache=True)  # RequestEntityTooLarge past the limit
     if read_timed_out(request.environ):  # the body stopped short
         timeout = current_app.config["READ_TIMEOUT"]
@@ -36,17 +46,31 @@ def json_body() -> dict[str, Any]:
     if request.content_length is None and limit is not None and len(raw) >= limit:
         # A chunked body is read up to the limit, and the rest left unread.
         raise RequestTooLarge(f"request body exceeds {limit} bytes")
+    depth = current_app.config["MAX_JSON_DEPTH"]
+    return off_loop(parse_and_load, raw, depth, schema)
+
+
+def is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or mimetype.endswith("+json")
+
+
+def parse_and_load(raw: bytes, max_depth: int, schema: Schema) -> Any:
+    """Check, parse and validate a body: what `load_body` runs off the loop."""
+    if json_depth(raw) > max_depth:
+        raise InvalidRequest(
+            f"request body is nested too deeply (more than {max_depth} levels)"
+        )
     try:
-        body = request.get_json(force=True, silent=True)
+        body = json.loads(raw)
     except RecursionError:
         raise InvalidRequest("request body is nested too deeply") from None
-    if body is None:
-        raise InvalidRequest("request body is not valid JSON")
+    except ValueError:  # also bytes that are not UTF-8
+        raise InvalidRequest("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     if SURROGATE_ESCAPE.search(raw) and (where := lone_surrogate(body)):
         raise InvalidRequest(f"{where}: contains a lone UTF-16 surrogate (not text)")
-    return body
+    return schema.load(body)
 
 
 def lone_surrogate(value: Any, path: str = "") -> str | None:

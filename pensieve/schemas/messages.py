@@ -28,6 +28,7 @@ from ..engine import (
     ToolSpec,
 )
 from .common import (
+    MODEL_ID,
     JSONSchemaField,
     StrictBoolean,
     StrictFloat,
@@ -151,7 +152,7 @@ class MessagesRequestSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    model = fields.String(required=True, validate=validate.Length(min=1))
+    model = fields.String(required=True, validate=MODEL_ID)
     messages = fields.List(
         fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1)
     )
@@ -160,7 +161,9 @@ class MessagesRequestSchema(Schema):
     temperature = StrictFloat(validate=validate.Range(min=0.0, max=1.0))
     top_p = StrictFloat(validate=validate.Range(min=0.0, max=1.0))
     top_k = StrictInteger(validate=validate.Range(min=0))
-    stop_sequences = fields.List(fields.String())
+    stop_sequences = fields.List(
+        fields.String(validate=validate.Length(min=1, error="must not be empty"))
+    )
     stream = StrictBoolean(load_default=False)
     metadata = fields.Nested(MetadataSchema)
     tools = fields.List(fields.Nested(ToolSchema), load_default=list)
@@ -179,11 +182,26 @@ class MessagesRequestSchema(Schema):
             )
         choice = data.get("tool_choice", {})
         names = {tool.name for tool in data.get("tools", [])}
+        if choice.get("type") == "any" and not names:
+            raise ValidationError('"any" needs tools', "tool_choice.type")
         if choice.get("type") == "tool" and choice.get("name") not in names:
             raise ValidationError(
                 f"tool {choice.get('name')!r} is not among the request's tools",
                 "tool_choice.name",
             )
+
+    @validates_schema
+    def no_empty_turns(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """As Anthropic's API: every message has content, but for a final
+        assistant one (an empty prefill)."""
+        turns = data.get("messages", [])
+        for index, message in enumerate(turns):
+            final_assistant = index == len(turns) - 1 and message["role"] == "assistant"
+            if not final_assistant and is_empty(message["content"]):
+                raise ValidationError(
+                    "must not be empty (only a final assistant message may be)",
+                    f"messages.{index}.content",
+                )
 
     @post_load
     def to_request(self, data: dict[str, Any], **kwargs: Any) -> MessagesRequest:
@@ -205,6 +223,11 @@ class MessagesRequestSchema(Schema):
             thinking=Thinking(**thinking) if thinking else None,
         )
         return MessagesRequest(generation, stream=data["stream"])
+
+
+def is_empty(blocks: list[Block]) -> bool:
+    """No content: no blocks, or only empty text."""
+    return all(isinstance(b, TextBlock) and not b.text for b in blocks)
 
 
 def conversation(

@@ -18,7 +18,7 @@ from marshmallow import (
 )
 
 from ..engine import SamplingParams
-from .common import StrictBoolean, StrictFloat, StrictInteger
+from .common import MODEL_ID, StrictBoolean, StrictFloat, StrictInteger
 
 DEFAULT_TEMPERATURE = 1.0
 ONE_CHOICE = validate.Equal(1, error="only 1 is supported: one choice per request")
@@ -57,7 +57,7 @@ class GenerationSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    model = fields.String(required=True, validate=validate.Length(min=1))
+    model = fields.String(required=True, validate=MODEL_ID)
     temperature = StrictFloat(allow_none=True, validate=validate.Range(0.0, 2.0))
     top_p = StrictFloat(allow_none=True, validate=validate.Range(0.0, 1.0))
     stop = StopField(allow_none=True)
