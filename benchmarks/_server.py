@@ -171,8 +171,9 @@ def running_server(
     *,
     new_session: bool = False,
     stop_grace_s: float = 30.0,
+    cwd: Path = ROOT,
 ) -> Iterator[Ready]:
-    """Run `command` in the repository root, output to `log_path`; stop it after.
+    """Run `command` in `cwd` (default: this checkout); stop it after.
 
     Waits until http://127.0.0.1:`port`/health answers 200 as `readiness`
     says, yields the Ready server, and stops it in a `finally` (stop_server).
@@ -184,7 +185,7 @@ def running_server(
         started = time.perf_counter()
         process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -15,9 +15,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .dialect import speaks_openai
 from .engine import (
@@ -199,6 +199,10 @@ def as_api_error(error: Exception) -> APIError:
         api_error = APIError("the client closed the connection")
         api_error.status = CLIENT_CLOSED  # nobody reads it: an access-log mark
         return api_error
+    if isinstance(error, RequestEntityTooLarge):
+        return RequestTooLarge(
+            f"request body exceeds {request.max_content_length} bytes"
+        )
     if isinstance(error, HTTPException):
         api_error = APIError(error.description or error.name)
         api_error.status = error.code or 500

@@ -440,7 +440,8 @@ def test_models_list_and_retrieve(client: FlaskClient) -> None:
 def test_body_over_the_limit_is_413(app: Flask) -> None:
     app.config["MAX_CONTENT_LENGTH"] = 1000
     response = post(app.test_client(), {**OK_BODY, "pad": "x" * 2000})
-    assert_error(response, 413, "request_too_large")
+    message = assert_error(response, 413, "request_too_large")
+    assert message == "request body exceeds 1000 bytes"
 
 
 # --- bodies that once got a 500 (hardening) --------------------------------
@@ -518,4 +519,5 @@ def test_a_chunked_body_over_the_limit_is_413(app: Flask) -> None:
         },
         environ_overrides={"wsgi.input_terminated": True},  # as gunicorn's
     )
-    assert_error(response, 413, "request_too_large")
+    message = assert_error(response, 413, "request_too_large")
+    assert message == "request body exceeds 1000 bytes"
