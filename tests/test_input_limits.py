@@ -124,3 +124,17 @@ def test_a_model_id_past_256_characters_is_a_400(
     assert "model" in response.get_data(as_text=True)
     ok = {**body, "model": "m" * 256}
     assert client.post(path, json=ok, headers={"x-api-key": KEY}).status_code == 200
+
+
+@pytest.mark.parametrize("kind", [["text"], {"a": 1}, 5, None])
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/chat/completions"])
+def test_a_content_block_type_that_is_not_a_string_is_a_400(
+    client: FlaskClient, path: str, kind: object
+) -> None:
+    turn = {"role": "user", "content": [{"type": kind, "text": "Hi"}]}
+    body = {**(OK_BODY if path == "/v1/messages" else CHAT_BODY), "messages": [turn]}
+    response = client.post(path, json=body, headers={"x-api-key": KEY})
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "messages.0.content.0.type: must be a string" in response.get_data(
+        as_text=True
+    )

@@ -62,6 +62,8 @@ class ContentField(fields.Field):
         if not isinstance(part, dict):
             raise ValidationError("each content part must be an object")
         kind = part.get("type")
+        if not isinstance(kind, str):  # also unhashable values: a list, an object
+            raise ValidationError({"type": ["must be a string"]})
         if kind in UNREADABLE_PARTS:
             problem = (
                 f"{kind} content is not supported: the loaded model reads text only"

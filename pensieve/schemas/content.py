@@ -124,6 +124,8 @@ def load_block(raw: Any, allowed: set[str] | None) -> Block:
     if not isinstance(raw, dict):
         raise ValidationError("each content block must be an object")
     kind = raw.get("type")
+    if not isinstance(kind, str):  # also unhashable values: a list, an object
+        raise ValidationError({"type": ["must be a string"]})
     if kind in UNREADABLE_TYPES:
         raise ValidationError(
             {
@@ -132,7 +134,7 @@ def load_block(raw: Any, allowed: set[str] | None) -> Block:
                 ]
             }
         )
-    schema = BLOCK_SCHEMAS.get(kind) if isinstance(kind, str) else None
+    schema = BLOCK_SCHEMAS.get(kind)
     if schema is None or (allowed is not None and kind not in allowed):
         expected = ", ".join(sorted(allowed or BLOCK_SCHEMAS))
         raise ValidationError({"type": [f"must be one of: {expected}; got {kind!r}"]})
