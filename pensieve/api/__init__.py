@@ -20,10 +20,11 @@ def start_generation(generation: GenerationRequest) -> Generation:
 
 def init_app(app: Flask) -> None:
     """Register every blueprint."""
-    from . import health, messages, metrics, models, openai
+    from . import health, messages, metrics, models, openai, openapi
 
     app.register_blueprint(health.bp)
     app.register_blueprint(messages.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(openai.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(openapi.bp)
