@@ -98,6 +98,10 @@ def test_an_empty_message_is_a_400_but_a_final_assistant_prefill(
     prefill = {"role": "assistant", "content": content}
     ends_empty = {**OK_BODY, "messages": [*OK_BODY["messages"], prefill]}
     assert post(client, ends_empty).status_code == 200
+    # Claude Code's shape: its requests end with an empty system message.
+    system = {"role": "system", "content": content}
+    claude_code = {**OK_BODY, "messages": [*OK_BODY["messages"], system]}
+    assert post(client, claude_code).status_code == 200
 
 
 def test_an_empty_stop_sequence_is_a_400(client: FlaskClient) -> None:

@@ -192,12 +192,14 @@ class MessagesRequestSchema(Schema):
 
     @validates_schema
     def no_empty_turns(self, data: dict[str, Any], **kwargs: Any) -> None:
-        """As Anthropic's API: every message has content, but for a final
-        assistant one (an empty prefill)."""
+        """As Anthropic's API: every user and assistant message has content,
+        but for a final assistant one (an empty prefill). A `system` message
+        may be empty: Claude Code ends its requests with one."""
         turns = data.get("messages", [])
         for index, message in enumerate(turns):
             final_assistant = index == len(turns) - 1 and message["role"] == "assistant"
-            if not final_assistant and is_empty(message["content"]):
+            exempt = final_assistant or message["role"] == "system"
+            if not exempt and is_empty(message["content"]):
                 raise ValidationError(
                     "must not be empty (only a final assistant message may be)",
                     f"messages.{index}.content",
