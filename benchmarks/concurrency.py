@@ -55,6 +55,8 @@ HEADER = (
     "| ITL p50 | ITL p95 |\n|---|---|---|---|---|---|---|"
 )
 TIMEOUT = 900.0
+# The model id each server answers to (mlx_lm.server loads the one named).
+MODEL: dict[str, str] = {}
 
 
 def quantile(values: list[float], q: float) -> float | None:
@@ -67,7 +69,7 @@ def quantile(values: list[float], q: float) -> float | None:
 def stream(url: str, prompt: str, max_tokens: int, record: dict[str, Any]) -> None:
     """One streamed chat completion; chunk arrival times into `record`."""
     body = {
-        "model": "local",
+        "model": MODEL[url],
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
         "temperature": 0,
@@ -191,6 +193,7 @@ def server(kind: str, model_dir: Path, log: Path) -> Iterator[str]:
         ]
     readiness = Readiness(read_health=False, timeout_s=300)
     with running_server(command, env, port, log, readiness) as ready:
+        MODEL[ready.url] = "local" if kind == "pensieve" else str(model_dir)
         yield ready.url
 
 
@@ -237,7 +240,9 @@ def main() -> int:
     counts = [int(n) for n in args.streams.split(",")]
     model_dir = (
         args.model
-        or resolve_model("bundled", cache_dir=Path.home() / ".cache" / "pensieve").path
+        or resolve_model(
+            "bundled", cache_dir=Path.home() / ".cache" / "pensieve", fallback=False
+        ).path
     )
     info = machine_info()
     print(banner("Pensieve concurrency benchmark", info))
