@@ -54,6 +54,21 @@ def gunicorn_command() -> list[str]:
     return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
 
 
+def mlx_lm_server_command(model_dir: Path, port: int) -> list[str]:
+    """`python -m mlx_lm.server` on `model_dir`, 127.0.0.1:`port`, else defaults."""
+    return [
+        sys.executable,
+        "-m",
+        "mlx_lm.server",
+        "--model",
+        str(model_dir),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ]
+
+
 def pensieve_env(
     port: int,
     cache_dir: Path,

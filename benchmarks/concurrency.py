@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -43,6 +44,7 @@ from _server import (
     Readiness,
     free_port,
     gunicorn_command,
+    mlx_lm_server_command,
     pensieve_env,
     running_server,
 )
@@ -174,23 +176,13 @@ def prefill_probe(url: str, max_tokens: int) -> dict[str, Any]:
 @contextmanager
 def server(kind: str, model_dir: Path, log: Path) -> Iterator[str]:
     port = free_port()
+    cache = Path.home() / ".cache" / "pensieve"
     if kind == "pensieve":
-        env = pensieve_env(port, Path.home() / ".cache" / "pensieve", KEY)
-        env["PENSIEVE_MODEL"] = str(model_dir)
+        env = pensieve_env(port, cache, KEY, model=str(model_dir))
         command = gunicorn_command()
     else:
-        env = pensieve_env(port, Path.home() / ".cache" / "pensieve", KEY)
-        command = [
-            sys.executable,
-            "-m",
-            "mlx_lm.server",
-            "--model",
-            str(model_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
+        env = dict(os.environ)
+        command = mlx_lm_server_command(model_dir, port)
     readiness = Readiness(read_health=False, timeout_s=300)
     with running_server(command, env, port, log, readiness) as ready:
         MODEL[ready.url] = "local" if kind == "pensieve" else str(model_dir)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +17,10 @@ from typing import Any
 
 from _server import (
     GUNICORN_SIGTERM_LINE,
-    HOST,
     ExternalStop,
     free_port,
     gunicorn_command,
+    mlx_lm_server_command,
     pensieve_env,
     running_server,
 )
@@ -118,17 +117,7 @@ def with_pensieve(
 def mlx_lm_server(model_dir: Path, work: Path) -> Iterator[Server]:
     """`python -m mlx_lm.server` on the model directory, every option at default."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "mlx_lm.server",
-        "--model",
-        str(model_dir),
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-    ]
+    command = mlx_lm_server_command(model_dir, port)
     with serving(
         "mlx_lm.server", command, dict(os.environ), port, work / "mlx.log"
     ) as s:

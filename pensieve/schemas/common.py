@@ -42,7 +42,7 @@ def load_body(schema: Schema) -> Any:
     if read_timed_out(request.environ):  # the body stopped short
         timeout = current_app.config["READ_TIMEOUT"]
         raise RequestTimedOut(f"request body not received within {timeout:g} s")
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    limit = request.max_content_length
     if request.content_length is None and limit is not None and len(raw) >= limit:
         # A chunked body is read up to the limit, and the rest left unread.
         raise RequestTooLarge(f"request body exceeds {limit} bytes")
