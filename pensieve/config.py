@@ -245,6 +245,7 @@ def engine_settings(config: Mapping[str, Any]) -> EngineSettings:
         if (folder := config["PROMPT_CACHE_DIR"])
         else None,
         prefill_step_size=config["PREFILL_STEP_SIZE"],
+        max_batch=None if (batch := config["MAX_BATCH"]) == "auto" else int(batch),
         kv_bits=None if config["KV_BITS"] == "off" else int(config["KV_BITS"]),
         cpu_profile=CPUProfile(
             enabled=config["CPU_PROFILE"] == "auto",

@@ -96,6 +96,21 @@ class AppMetrics:
             registry=registry,
         ).set_function(lambda: engine.waiting)
         Gauge(
+            "pensieve_running_requests",
+            "Requests holding a slot of the batch (prefilling or decoding).",
+            registry=registry,
+        ).set_function(lambda: len(engine.running))
+        Gauge(
+            "pensieve_batch_slots",
+            "Requests the batch may hold at once (MAX_BATCH, once loaded).",
+            registry=registry,
+        ).set_function(lambda: engine.max_batch)
+        Gauge(
+            "pensieve_batch_occupancy",
+            "Share of the batch's slots in use (0 to 1).",
+            registry=registry,
+        ).set_function(lambda: len(engine.running) / engine.max_batch)
+        Gauge(
             "pensieve_model_ready",
             "1 when the model is loaded and serving.",
             registry=registry,

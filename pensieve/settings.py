@@ -237,6 +237,15 @@ SETTINGS: tuple[Setting, ...] = (
         "read back at the next start on the same model (empty: not kept).",
     ),
     Setting(
+        "MAX_BATCH",
+        "auto",
+        auto_or(integer(1, 256)),
+        "Requests decoded together in one batch (continuous batching); more "
+        "wait in the queue. auto: 16 on CUDA, 8 on a CPU or Metal; 1 serves one "
+        "request at a time. Models whose KV cache cannot batch (and KV_BITS) "
+        "run one at a time.",
+    ),
+    Setting(
         "PREFILL_STEP_SIZE",
         512,
         integer(1),

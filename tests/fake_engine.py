@@ -52,7 +52,8 @@ class FakeEngine:
 
     status = "ready"
     waiting = 0
-    running = None
+    running: list[Any] = []
+    max_batch = 1
     error = None
 
     def __init__(self, events: Script, *, input_tokens: int = 2) -> None:

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+from pensieve.engine.admission import Admission
 from pensieve.engine.engine import Engine
 from pensieve.engine.generation import ClientGone
 from pensieve.engine.runner import FairLock
@@ -143,7 +144,8 @@ def test_a_queued_client_that_leaves_is_noticed_before_the_keepalive() -> None:
     # that closed its connection gives up its place within a second.
     engine = Engine(EngineSettings(model="bundled", cache_dir=Path("/nonexistent")))
     left_at = time.monotonic() + 0.2
-    waiting = engine._queue(threading.Event(), lambda: time.monotonic() > left_at)
+    admission = Admission(engine.settings)
+    waiting = admission.wait(threading.Event(), lambda: time.monotonic() > left_at)
     started = time.monotonic()
     try:
         next(waiting)

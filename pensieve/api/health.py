@@ -55,7 +55,12 @@ def health() -> tuple[Response, int]:
         "memory": {"rss_bytes": rss_bytes(), **(mlx_memory() if loaded else {})},
         "uptime_seconds": round(time.time() - engine.started_at, 1),
         "requests_waiting": engine.waiting,
-        "running": asdict(engine.running) if engine.running else None,
+        "running": [asdict(request) for request in engine.running],
+        "batch": {
+            "max": engine.max_batch,
+            "running": len(engine.running),
+            "occupancy": round(len(engine.running) / engine.max_batch, 3),
+        },
         "prompt_cache": {
             "entries": len(engine.prompt_cache),
             "bytes": engine.prompt_cache.nbytes,

@@ -4,9 +4,9 @@ Nothing in this package imports Flask: the app reaches the engine through
 `pensieve.extension`, and hears of its work as an `EngineObserver`.
 """
 
+from .admission import EngineBusy
 from .engine import (
     Engine,
-    EngineBusy,
     EngineUnavailable,
     Generation,
 )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -19,9 +18,11 @@ from pathlib import Path
 from typing import Literal
 
 from ..models.resolve import ResolvedModel, resolve_model
+from .admission import Admission, RunningRequest
+from .batching import Scheduler, max_batch
 from .cache import PromptCache
-from .events import Event, KeepAlive, Prompt
-from .generation import ClientGone, GenerationSettings, never, run_generation
+from .events import Event, Prompt
+from .generation import GenerationSettings, never, run_generation
 from .loading import LoadedModel, load_model
 from .memory import cache_budget, describe
 from .persist import load_entries, save_entries
@@ -38,36 +39,17 @@ from .request import (
     check_sampling,
     effective_sampling,
 )
-from .runner import FairLock, InferenceThread, off_loop
+from .runner import InferenceThread, off_loop
 from .settings import EngineSettings
 from .stats import EngineObserver, GenerationStats
 from .tools import Constraint
 
 log = logging.getLogger(__name__)
 Status = Literal["starting", "loading", "ready", "failed"]
-# How often a queued request looks at whether its client is still there.
-QUEUE_POLL_SECONDS = 0.5
 
 
 class EngineUnavailable(RuntimeError):
     """The model could not be resolved or loaded."""
-
-
-class EngineBusy(RuntimeError):
-    """The queue is full, or a request waited too long for the model."""
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class RunningRequest:
-    """What /health shows of the request that holds the model."""
-
-    request_id: str
-    prompt_tokens: int
-    started_at: float
 
 
 @dataclass(frozen=True)
@@ -110,7 +92,6 @@ class Engine:
         self.started_at = time.time()
         self.resolved: ResolvedModel | None = None
         self.error: str | None = None
-        self.running: RunningRequest | None = None
         self.observers: list[EngineObserver] = []
         self.chat_template: str | None = None
         self.prompt_cache = PromptCache(
@@ -118,7 +99,8 @@ class Engine:
             max_bytes=settings.prompt_cache_bytes,
         )
         self._thread: InferenceThread | None = None
-        self._lock: FairLock | None = None
+        self._admission: Admission | None = None
+        self.scheduler: Scheduler | None = None  # None: requests run one at a time
         self._loading: concurrent.futures.Future[LoadedModel] | None = None
 
     def resolve(self) -> ResolvedModel:
@@ -149,12 +131,25 @@ class Engine:
         kernels = self.settings.cache_dir / "mlx-kernels"
         os.environ.setdefault("MLX_PTX_CACHE_DIR", str(kernels))
         self._thread = InferenceThread()
-        self._lock = FairLock()
-        profile = self.settings.cpu_profile
-        self._loading = self._thread.submit(
-            load_model, resolved.path, profile, self.chat_template
-        )
+        self._admission = Admission(self.settings)
+        self._loading = self._thread.submit(self._load, resolved.path)
         self._loading.add_done_callback(self._log_loaded)
+
+    def _load(self, path: Path) -> LoadedModel:
+        """On the inference thread: the model, and how many requests it may
+        run at once."""
+        loaded = load_model(path, self.settings.cpu_profile, self.chat_template)
+        limit = max_batch(loaded, self.settings.max_batch, self.settings.kv_bits)
+        assert self._admission is not None  # start() made it
+        self._admission.lock.slots = limit
+        if limit > 1:
+            self.scheduler = Scheduler(
+                loaded,
+                self.prompt_cache,
+                max_batch=limit,
+                prefill_step_size=self.settings.prefill_step_size,
+            )
+        return loaded
 
     def _log_loaded(self, future: concurrent.futures.Future[LoadedModel]) -> None:
         if future.exception() is not None:
@@ -163,10 +158,11 @@ class Engine:
         else:
             loaded = future.result()
             log.info(
-                "model loaded in %.2f s on %s; CPU profile: %s",
+                "model loaded in %.2f s on %s; CPU profile: %s; batch of up to %d",
                 loaded.load_seconds,
                 loaded.backend,
                 ", ".join(loaded.profile) or "off",
+                self.max_batch,
             )
             self.size_prompt_cache(loaded)
             if self.settings.prompt_cache_dir is not None:
@@ -241,7 +237,18 @@ class Engine:
 
     @property
     def waiting(self) -> int:
-        return self._lock.waiting if self._lock is not None else 0
+        """Requests queued for a slot of the model."""
+        return self._admission.waiting if self._admission is not None else 0
+
+    @property
+    def running(self) -> list[RunningRequest]:
+        """Requests holding a slot, oldest first."""
+        return list(self._admission.running) if self._admission is not None else []
+
+    @property
+    def max_batch(self) -> int:
+        """How many requests run at once (known once the model has loaded)."""
+        return self._admission.lock.slots if self._admission is not None else 1
 
     def count_tokens(self, request: GenerationRequest) -> int:
         """The prompt tokens `request` would use, rendered exactly as to
@@ -268,7 +275,8 @@ class Engine:
         events are keep-alives while queued, then deltas, then Finished.
         """
         prompt, constraint = off_loop(self._prepare, request)
-        self._admit()
+        if self._admission is not None:
+            self._admission.check()
         sampling = effective_sampling(
             request.sampling,
             room=prompt.max_new_tokens,
@@ -307,14 +315,6 @@ class Engine:
         )
         return replace(prompt, lead=pending_lead(loaded, rendered.text))
 
-    def _admit(self) -> None:
-        """Refuse a new request while the queue is full (the client may retry)."""
-        if self.waiting >= self.settings.queue_depth:
-            raise EngineBusy(
-                f"the model is busy: {self.waiting} requests are waiting",
-                retry_after=self.settings.queue_retry_after,
-            )
-
     def _generate(
         self,
         prompt: Prompt,
@@ -323,18 +323,23 @@ class Engine:
         request_id: str,
         client_gone: Callable[[], bool],
     ) -> Iterator[Event]:
-        """Wait for the model in arrival order, then run the generation.
+        """Wait for a slot of the model in arrival order, then run the
+        generation (in the batch, where the model batches).
 
         A request that waits longer than the queue timeout gets EngineBusy.
         Closing the iterator, or `client_gone()` turning true (ClientGone),
-        leaves the queue or releases the model.
+        leaves the queue or frees the slot.
         """
         loaded = self.loaded()
-        assert self._thread is not None and self._lock is not None  # loaded() did
-        ticket = self._lock.enter()
+        admission = self._admission
+        assert self._thread is not None and admission is not None  # loaded() did
+        ticket = admission.lock.enter()
+        running = RunningRequest(request_id, prompt.input_tokens, time.time())
         try:
-            yield from self._queue(ticket, client_gone)
-            self.running = RunningRequest(request_id, prompt.input_tokens, time.time())
+            waited = yield from admission.wait(ticket, client_gone)
+            for observer in self.observers:
+                observer.queue_waited(waited)
+            admission.running.append(running)
             yield from run_generation(
                 self._thread,
                 loaded,
@@ -347,40 +352,14 @@ class Engine:
                     keepalive_seconds=self.settings.keepalive_seconds,
                 ),
                 constraint=constraint,
+                scheduler=self.scheduler,
                 client_gone=client_gone,
                 report=self._report,
             )
         finally:
-            if ticket.is_set():
-                self.running = None
-            self._lock.leave(ticket)
-
-    def _queue(
-        self, ticket: threading.Event, client_gone: Callable[[], bool]
-    ) -> Iterator[Event]:
-        """Keep-alives until `ticket` is granted; ClientGone or EngineBusy instead.
-
-        The client is looked at every half second, so one that left gives up
-        its place at once, not at the next keep-alive.
-        """
-        settings = self.settings
-        started = pinged = time.monotonic()
-        while not ticket.wait(
-            timeout=min(QUEUE_POLL_SECONDS, settings.keepalive_seconds)
-        ):
-            if client_gone():
-                raise ClientGone
-            now = time.monotonic()
-            if now - started > settings.queue_timeout:
-                raise EngineBusy(
-                    "timed out waiting for the model",
-                    retry_after=settings.queue_retry_after,
-                )
-            if now - pinged >= settings.keepalive_seconds:
-                pinged = now
-                yield KeepAlive()
-        for observer in self.observers:
-            observer.queue_waited(time.monotonic() - started)
+            if running in admission.running:
+                admission.running.remove(running)
+            admission.lock.leave(ticket)
 
     def _report(self, stats: GenerationStats) -> None:
         for observer in self.observers:

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
+from .batching import Scheduler, SequenceSteps
 from .cache import PromptCache
 from .decoding import Cancellation, Step, decode
 from .events import Event, Finished, KeepAlive, Prompt, StopReason, TextDelta
@@ -69,10 +70,12 @@ def run_generation(
     cache: PromptCache,
     settings: GenerationSettings,
     constraint: Constraint,
+    scheduler: Scheduler | None = None,
     client_gone: Callable[[], bool] = never,
     report: Callable[[GenerationStats], None] = lambda stats: None,
 ) -> Iterator[Event]:
-    """Events for one generation; the caller holds the model lock throughout.
+    """Events for one generation; the caller holds a slot of the model. With a
+    `scheduler` it is a sequence of its batch, else it has the model alone.
 
     `sampling` is effective (see `effective_sampling`). Closing the iterator,
     or `client_gone()` turning true (checked after every token and every
@@ -81,16 +84,21 @@ def run_generation(
     """
     tally = Tally()
     cancellation = Cancellation()
-    steps = decode(
-        loaded,
-        prompt.token_ids,
-        sampling,
-        prefill_step_size=settings.prefill_step_size,
-        kv_bits=settings.kv_bits,
-        prompt_cache=cache,
-        cancellation=cancellation,
-        constraint=constraint if constraint.needed else None,
-    )
+    needed = constraint if constraint.needed else None
+    steps: Iterator[Step | None]
+    if scheduler is not None:
+        steps = SequenceSteps(scheduler, prompt.token_ids, sampling, needed)
+    else:
+        steps = decode(
+            loaded,
+            prompt.token_ids,
+            sampling,
+            prefill_step_size=settings.prefill_step_size,
+            kv_bits=settings.kv_bits,
+            prompt_cache=cache,
+            cancellation=cancellation,
+            constraint=needed,
+        )
     pulled = pull_steps(thread, steps, cancellation, tally, settings, client_gone)
     splitter = ToolCallSplitter(
         constraint.policy.active,
@@ -125,7 +133,7 @@ def until_ended(items: Iterator[Item]) -> Generator[Event, None, Ended]:
 
 def pull_steps(
     thread: InferenceThread,
-    steps: Iterator[Step],
+    steps: Iterator[Step | None],
     cancellation: Cancellation,
     tally: Tally,
     settings: GenerationSettings,
@@ -133,16 +141,22 @@ def pull_steps(
 ) -> Iterator[Step | KeepAlive]:
     """Decode steps from the inference thread, with keep-alives while waiting.
 
-    The first step (no text) tells `tally` how much of the prompt was cached.
-    However the consumer stops, the decoder is cancelled and closed on the
-    inference thread, where every mlx call runs.
+    The first step (no text) tells `tally` how much of the prompt was cached;
+    a None step is a batch step that left this sequence none (its prompt is
+    still being prefilled). However the consumer stops, the decoder is
+    cancelled and closed on the inference thread, where every mlx call runs.
     """
     keepalive = settings.keepalive_seconds
     try:
         first = yield from wait(thread.submit(next, steps), keepalive, client_gone)
+        assert first is not None
         tally.cached = first.cached or 0
         while True:
             step = yield from wait(thread.submit(next, steps), keepalive, client_gone)
+            if step is None:
+                if client_gone():
+                    raise ClientGone
+                continue
             tally.token(end_of_turn=step.finish == "end_turn")
             if step.finish is None and client_gone():
                 raise ClientGone
@@ -153,7 +167,7 @@ def pull_steps(
         cancellation.requested = True  # stops a prefill still running
         # Waited for: closing stores the KV in the prompt cache, which the
         # next request (an agent's next turn, sent at once) must find there.
-        thread.submit(steps.close).result()
+        thread.submit(steps.close).result()  # type: ignore[attr-defined]
 
 
 def split_tool_calls(
@@ -202,10 +216,10 @@ def filter_stop_sequences(
 
 
 def wait(
-    future: concurrent.futures.Future[Step],
+    future: concurrent.futures.Future[Step | None],
     keepalive: float,
     client_gone: Callable[[], bool],
-) -> Generator[KeepAlive, None, Step]:
+) -> Generator[KeepAlive, None, Step | None]:
     """Wait for `future`, yielding a KeepAlive every `keepalive` seconds.
 
     A client gone meanwhile raises ClientGone (a prefill is cancelled by the

@@ -27,36 +27,42 @@ def gevent_is_active() -> bool:
 
 
 class FairLock:
-    """The model lock: granted in arrival order, with a visible queue.
+    """Admission to the model: `slots` holders at once (the running batch),
+    granted in arrival order, with a visible queue.
 
-    A releasing holder hands the lock to the longest waiter directly, so a
+    A leaving holder hands its slot to the longest waiter directly, so a
     waiter that wakes up to send a keep-alive never loses its place. Built on
     `threading` primitives, which gevent patches in the gunicorn worker: create
     it after the patch (the engine does, in `start`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, slots: int = 1) -> None:
+        self.slots = slots
         self._mutex = threading.Lock()
         self._queue: deque[threading.Event] = deque()
-        self._held = False
+        self._held = 0
 
     @property
     def waiting(self) -> int:
         return len(self._queue)
 
+    @property
+    def held(self) -> int:
+        return self._held
+
     def enter(self) -> threading.Event:
-        """Join the queue; the returned ticket is set once the lock is granted."""
+        """Join the queue; the returned ticket is set once a slot is granted."""
         ticket = threading.Event()
         with self._mutex:
-            if not self._held and not self._queue:
-                self._held = True
+            if self._held < self.slots and not self._queue:
+                self._held += 1
                 ticket.set()
             else:
                 self._queue.append(ticket)
         return ticket
 
     def leave(self, ticket: threading.Event) -> None:
-        """Give up a ticket: release the lock if granted, else leave the queue."""
+        """Give up a ticket: free its slot if granted, else leave the queue."""
         with self._mutex:
             if ticket in self._queue:
                 self._queue.remove(ticket)
@@ -64,7 +70,7 @@ class FairLock:
             if self._queue:
                 self._queue.popleft().set()  # hand over directly: no barging
             else:
-                self._held = False
+                self._held -= 1
 
 
 class InferenceThread:

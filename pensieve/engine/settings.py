@@ -30,5 +30,6 @@ class EngineSettings:
     prompt_cache_bytes: int | None = None  # None: sized from the device at load
     prompt_cache_dir: Path | None = None  # entries kept across restarts
     prefill_step_size: int = 512
+    max_batch: int | None = None  # requests run at once; None: by the backend
     kv_bits: int | None = None  # quantized KV cache (8 or 4 bits), or full precision
     cpu_profile: CPUProfile = field(default_factory=CPUProfile)
