@@ -46,6 +46,7 @@ def preload_blas(threads: int) -> str | None:
         ctypes.cast(blas.scipy_cblas_sgemm, ctypes.c_void_p),
         ctypes.cast(blas.scipy_cblas_sgemv, ctypes.c_void_p),
     )
+    shim.pensieve_blas_threads(threads)
     return f"OpenBLAS ({openblas.name}, {threads} threads)"
 
 

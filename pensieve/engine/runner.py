@@ -2,8 +2,12 @@
 
 Under gunicorn's gevent worker, `threading` is monkey-patched and a plain
 ThreadPoolExecutor would run its work in a greenlet, blocking the hub for the
-length of a prefill. gevent's own executor always uses a native thread and its
-futures are waited on cooperatively, so the hub keeps serving meanwhile.
+length of a prefill. `HubExecutor` runs its work on a native thread, in the
+order it was submitted, and hands each result back through the hub, so a
+greenlet waits for it cooperatively while the hub keeps serving. (gevent's
+own ThreadPoolExecutor lets only as many submitters in as it has threads:
+with one thread, the requests of a batch queue for it on a semaphore that
+lets a quick resubmitter barge ahead, and one of them can starve.)
 """
 
 from __future__ import annotations
@@ -73,15 +77,106 @@ class FairLock:
                 self._held -= 1
 
 
+class HubFuture(concurrent.futures.Future[T]):
+    """A result of the native thread, awaited in the hub (cooperatively) or,
+    from another native thread, on a native lock."""
+
+    def __init__(self, hub: Any) -> None:
+        super().__init__()
+        from gevent import monkey
+        from gevent.event import AsyncResult
+
+        self._hub = hub
+        self._ident = monkey.get_original("_thread", "get_ident")
+        self._outcome = AsyncResult()
+        self._settled = monkey.get_original("_thread", "allocate_lock")()
+        self._settled.acquire()  # released once the work is done
+        self._value: Any = None
+        self._ok = False
+
+    def settle(self, ok: bool, value: Any) -> None:
+        """On the native thread: keep the outcome, then wake the hub's waiters."""
+        self._ok, self._value = ok, value
+        self._settled.release()
+        self._hub.loop.run_callback_threadsafe(self._publish)
+
+    def _publish(self) -> None:
+        if self._ok:
+            self._outcome.set(self._value)
+        else:
+            self._outcome.set_exception(self._value)
+
+    def done(self) -> bool:
+        return not self._settled.locked()
+
+    def result(self, timeout: float | None = None) -> T:
+        if self._ident() == self._hub.thread_ident:
+            import gevent
+
+            try:
+                return self._outcome.get(timeout=timeout)  # type: ignore[no-any-return]
+            except gevent.Timeout:
+                raise TimeoutError from None
+        if not self._settled.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError
+        self._settled.release()
+        if not self._ok:
+            raise self._value
+        return self._value  # type: ignore[no-any-return]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            self.result(timeout)
+        except TimeoutError:
+            raise
+        except BaseException as error:
+            return error
+        return None
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        """`fn(self)` once done, in the hub."""
+        self._outcome.rawlink(lambda _: fn(self))
+
+
+class HubExecutor(concurrent.futures.Executor):
+    """One native thread running submitted work in order (see the module)."""
+
+    def __init__(self) -> None:
+        import gevent
+        from gevent import monkey
+
+        self._hub = gevent.get_hub()
+        self._queue: Any = monkey.get_original("queue", "SimpleQueue")()
+        start = monkey.get_original("_thread", "start_new_thread")
+        start(self._work, ())
+
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., T], /, *args: Any
+    ) -> concurrent.futures.Future[T]:
+        future: HubFuture[T] = HubFuture(self._hub)
+        self._queue.put((fn, args, future))
+        return future
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fn, args, future = item
+            try:
+                outcome = True, fn(*args)
+            except BaseException as error:  # handed to the waiter
+                outcome = False, error
+            future.settle(*outcome)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._queue.put(None)
+
+
 class InferenceThread:
     """A single native worker thread; work submitted to it runs in order."""
 
     def __init__(self) -> None:
         executor: concurrent.futures.Executor
         if gevent_is_active():
-            from gevent.threadpool import ThreadPoolExecutor
-
-            executor = ThreadPoolExecutor(max_workers=1)
+            executor = HubExecutor()
         else:
             executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="pensieve-inference"
