@@ -154,3 +154,17 @@ def test_a_queued_client_that_leaves_is_noticed_before_the_keepalive() -> None:
     else:
         raise AssertionError("a keep-alive came before the client was noticed")
     assert time.monotonic() - started < 1.0
+
+
+def test_a_lock_of_several_slots_grants_that_many_then_queues_in_order() -> None:
+    lock = FairLock(slots=2)
+    first, second, third, fourth = (lock.enter() for _ in range(4))
+    assert first.is_set() and second.is_set()
+    assert not third.is_set() and not fourth.is_set() and lock.waiting == 2
+    assert lock.held == 2
+    lock.leave(second)  # a slot frees: the longest waiter gets it
+    assert third.is_set() and not fourth.is_set() and lock.held == 2
+    lock.leave(fourth)  # a waiter gives up
+    lock.leave(first)
+    lock.leave(third)
+    assert lock.held == 0 and lock.waiting == 0

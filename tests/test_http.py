@@ -104,7 +104,8 @@ def test_health_needs_no_key_and_shows_only_its_status_without_one(
     assert wrong == {"status": "ready"}  # no path, no request id, no model
     body = client.get("/health", headers={"x-api-key": KEY}).get_json()
     assert body["status"] == "ready" and body["model"] == "fake-model"
-    assert "model_path" in body and "running" in body
+    assert "model_path" in body and body["running"] == []
+    assert body["batch"] == {"max": 1, "running": 0, "occupancy": 0.0}
     bearer = {"Authorization": f"Bearer {KEY}"}
     assert client.get("/health", headers=bearer).get_json()["model"] == "fake-model"
     assert client.head("/").status_code == 200

@@ -44,3 +44,23 @@ def test_the_temperature_is_capped_and_the_rest_kept() -> None:
     assert (capped.top_p, capped.top_k, capped.stop_sequences) == (0.9, 40, ("X",))
     cooler = SamplingParams(max_tokens=5, temperature=0.1)
     assert effective_sampling(cooler, room=100, max_temperature=0.3).temperature == 0.1
+
+
+def test_a_seeded_sampler_draws_the_same_whatever_else_draws() -> None:
+    import mlx.core as mx
+
+    from pensieve.engine.batching import sampler_for
+
+    logprobs = mx.log(mx.softmax(mx.arange(64, dtype=mx.float32)[None] / 16))
+
+    def draws(seed: int, interleaved: bool) -> list[int]:
+        sample, tokens = sampler_for(SamplingParams(temperature=1.0, seed=seed)), []
+        for _ in range(12):
+            if interleaved:  # another sequence of the batch draws meanwhile
+                mx.eval(mx.random.categorical(logprobs))
+            tokens.append(sample(logprobs).item())
+        return tokens
+
+    assert draws(7, interleaved=False) == draws(7, interleaved=True)
+    assert draws(7, interleaved=False) != draws(8, interleaved=False)
+    assert sampler_for(SamplingParams(temperature=0)) is None  # the batch's argmax

@@ -24,7 +24,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,29 +72,30 @@ def sampler_for(sampling: SamplingParams) -> Any:
     """The sequence's sampler; None for greedy (the batch's shared argmax).
 
     A seeded sampler draws from its own key, so its output does not depend
-    on what else runs in the batch.
+    on what else the batch draws: mlx-lm's top-p and top-k, then a draw.
     """
     if sampling.temperature == 0:
         return None
     import mlx.core as mx
-    from mlx_lm.sample_utils import make_sampler
+    from mlx_lm.sample_utils import apply_top_k, apply_top_p, make_sampler
 
-    sample = make_sampler(
-        temp=sampling.temperature,
-        top_p=sampling.top_p or 0.0,
-        top_k=sampling.top_k or 0,
+    top_p, top_k, temperature = (
+        sampling.top_p or 0.0,
+        sampling.top_k or 0,
+        sampling.temperature,
     )
     if sampling.seed is None:
-        return sample
-    key = [mx.random.key(sampling.seed)]
+        return make_sampler(temp=temperature, top_p=top_p, top_k=top_k)
+    key = mx.random.key(sampling.seed)
 
     def seeded(logprobs: Any) -> Any:
-        # mlx-lm's samplers draw from mx.random.state: lend them this key.
-        shared, mx.random.state[0] = mx.random.state[0], key[0]
-        try:
-            return sample(logprobs)
-        finally:
-            key[0], mx.random.state[0] = mx.random.state[0], shared
+        nonlocal key
+        if 0 < top_p < 1:
+            logprobs = apply_top_p(logprobs, top_p)
+        if top_k > 0:
+            logprobs = apply_top_k(logprobs, top_k)
+        key, draw = mx.random.split(key)
+        return mx.random.categorical(logprobs * (1 / temperature), key=draw)
 
     return seeded
 
@@ -124,11 +125,14 @@ class Scheduler:
         *,
         max_batch: int,
         prefill_step_size: int,
+        make_batch: Callable[[], Any] | None = None,
     ) -> None:
+        """`make_batch`: a new BatchGenerator (tests script one)."""
         self.loaded = loaded
         self.cache = cache
         self.max_batch = max_batch
         self.prefill_step_size = prefill_step_size
+        self._make_batch = make_batch or self._batch_generator
         self._generator: Any = None
         self._sequences: dict[int, Sequence] = {}
         self._step_seconds: float | None = None  # a decode step alone
@@ -180,17 +184,20 @@ class Scheduler:
 
     def _batch(self) -> Any:
         if self._generator is None:
-            from mlx_lm.generate import BatchGenerator
-
-            eos = sorted(self.loaded.tokenizer.eos_token_ids)
-            self._generator = BatchGenerator(
-                self.loaded.model,
-                stop_tokens=[[token] for token in eos],
-                completion_batch_size=self.max_batch,
-                prefill_batch_size=self.max_batch,
-                prefill_step_size=self.prefill_step_size,
-            )
+            self._generator = self._make_batch()
         return self._generator
+
+    def _batch_generator(self) -> Any:
+        from mlx_lm.generate import BatchGenerator
+
+        eos = sorted(self.loaded.tokenizer.eos_token_ids)
+        return BatchGenerator(
+            self.loaded.model,
+            stop_tokens=[[token] for token in eos],
+            completion_batch_size=self.max_batch,
+            prefill_batch_size=self.max_batch,
+            prefill_step_size=self.prefill_step_size,
+        )
 
     def _step(self) -> None:
         """One step of the batch; its tokens to their sequences."""
