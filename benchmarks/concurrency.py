@@ -337,6 +337,8 @@ def main() -> int:
                     flush=True,
                 )
             probe = None if args.no_probe else prefill_probe(url, args.max_tokens)
+            if probe is not None:  # printed now: a slow server's run may be cut
+                print(f"  {kind} prefill probe: {json.dumps(probe)}", flush=True)
             results[kind] = {"rows": rows, "prefill_probe": probe}
     raw = None if args.no_raw else raw_decode_rate(model_dir, args.max_tokens)
     print()
