@@ -23,6 +23,7 @@ import jsonschema
 import openai
 import pytest
 import requests
+from test_tools_e2e import WEATHER
 
 from conftest import API_KEY, Server, bundled_server
 
@@ -37,18 +38,6 @@ PROMPTS = [
     "Write a short poem about autumn rain.",
     "Describe the city of Lisbon.",
 ]
-WEATHER = {
-    "name": "get_weather",
-    "description": "Get the weather forecast for a city.",
-    "input_schema": {
-        "type": "object",
-        "properties": {
-            "city": {"type": "string"},
-            "days": {"type": "integer", "minimum": 1, "maximum": 7},
-        },
-        "required": ["city", "days"],
-    },
-}
 FILM = {
     "type": "object",
     "properties": {"title": {"type": "string"}, "year": {"type": "integer"}},
@@ -81,15 +70,18 @@ def pair_server(
         yield running
 
 
-def ask(server: Server, prompt: str, max_tokens: int = 40, **body: Any) -> Any:
+def ask(server: Server, prompt: str | list[Any], max_tokens: int = 40) -> Any:
+    """A greedy Messages answer to `prompt` (a user turn, or the messages)."""
+    messages = (
+        [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    )
     response = requests.post(
         f"{server.url}/v1/messages",
         json={
             "model": "m",
             "max_tokens": max_tokens,
             "temperature": 0,
-            "messages": [{"role": "user", "content": prompt}],
-            **body,
+            "messages": messages,
         },
         headers={"x-api-key": API_KEY},
         timeout=600,
@@ -280,23 +272,9 @@ def test_a_second_turn_inside_a_batch_reads_the_prompt_cache(
         {"role": "user", "content": "Which of them is the longest?"},
     ]
 
-    def second_turn() -> Any:
-        response = requests.post(
-            f"{batch_server.url}/v1/messages",
-            json={
-                "model": "m",
-                "max_tokens": 24,
-                "temperature": 0,
-                "messages": history,
-            },
-            headers={"x-api-key": API_KEY},
-            timeout=600,
-        )
-        return response.json()
-
     (second, *_), most = together(
         batch_server,
-        second_turn,
+        lambda: ask(batch_server, history, 24),
         *(lambda p=p: ask(batch_server, p, 48) for p in PROMPTS[2:]),
     )
     assert most >= 2

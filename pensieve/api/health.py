@@ -42,6 +42,7 @@ def health() -> tuple[Response, int]:
     code = 200 if status == "ready" else 503
     if not key_is_valid():  # no key: whether it serves, and nothing else
         return jsonify({"status": status}), code
+    running = engine.running  # one reading for the list and the batch
     body: dict[str, Any] = {
         "status": status,
         "model": resolved.model_id if resolved else None,
@@ -55,11 +56,11 @@ def health() -> tuple[Response, int]:
         "memory": {"rss_bytes": rss_bytes(), **(mlx_memory() if loaded else {})},
         "uptime_seconds": round(time.time() - engine.started_at, 1),
         "requests_waiting": engine.waiting,
-        "running": [asdict(request) for request in engine.running],
+        "running": [asdict(request) for request in running],
         "batch": {
             "max": engine.max_batch,
-            "running": len(engine.running),
-            "occupancy": round(len(engine.running) / engine.max_batch, 3),
+            "running": len(running),
+            "occupancy": round(len(running) / engine.max_batch, 3),
         },
         "prompt_cache": {
             "entries": len(engine.prompt_cache),

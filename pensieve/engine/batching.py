@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cache import PromptCache
-from .decoding import FINISH_OF, Step, held_tokens
+from .decoding import FINISH_OF, Step, keep_held
 from .loading import LoadedModel
 from .request import SamplingParams
 from .tools import Constraint
@@ -180,7 +180,8 @@ class Scheduler:
             return
         caches = self._generator.remove([uid], return_prompt_caches=True)
         if uid in caches:
-            self._keep(*caches[uid])
+            kv, tokens = caches[uid]
+            keep_held(self.cache, tokens, kv)
 
     def _batch(self) -> Any:
         if self._generator is None:
@@ -220,7 +221,7 @@ class Scheduler:
             sequence.steps.append(self._text(sequence.detokenizer, response))
             if response.finish_reason is not None:
                 sequence.ended = True
-                self._keep(response.prompt_cache, response.all_tokens)
+                keep_held(self.cache, response.all_tokens, response.prompt_cache)
 
     def _chunk(self, decoding: int) -> int:
         """Prompt tokens per prefill chunk: the full step size while nothing
@@ -255,11 +256,6 @@ class Scheduler:
             detokenizer.finalize()
         finish = FINISH_OF.get(response.finish_reason or "")
         return Step(detokenizer.last_segment, finish)  # type: ignore[arg-type]
-
-    def _keep(self, kv: list[Any], tokens: list[int]) -> None:
-        held = held_tokens(kv)
-        if held is not None and 0 < held <= len(tokens):
-            self.cache.store(list(tokens[:held]), kv)
 
     def _fail(self, error: Exception) -> None:
         """A batch step failed: every sequence in it fails, and the next

@@ -109,10 +109,8 @@ def decode(
         failed = True
         raise
     finally:
-        known = token_ids + generated
-        held = held_tokens(kv)
-        if not failed and held is not None and held <= len(known):
-            prompt_cache.store(known[:held], kv)
+        if not failed:
+            keep_held(prompt_cache, token_ids + generated, kv)
 
 
 def stream_generate(
@@ -177,3 +175,11 @@ def held_tokens(kv: list[Any]) -> int | None:
     recurrent layers only is not cached (None): its state's extent is unknown."""
     offsets = [layer.offset for layer in kv if hasattr(layer, "offset")]
     return offsets[0] if offsets else None
+
+
+def keep_held(cache: PromptCache, known: list[int], kv: list[Any]) -> None:
+    """Store `kv` in `cache` under the tokens it holds, the first of `known`;
+    nothing where it holds more than `known` or its extent is unknown."""
+    held = held_tokens(kv)
+    if held is not None and held <= len(known):
+        cache.store(known[:held], kv)
